@@ -1,0 +1,123 @@
+"""Per-family adapters: where the layers, the Q/K/V projections and the LM head live.
+
+Adding a model family is one `ArchAdapter` entry in `ADAPTERS`; no model code is forked
+or patched. Paths are attribute paths (dots) relative to the base model (`model.base_model`)
+for layers and embeddings, relative to one layer for Q/K/V, and relative to the
+masked-LM model for the LM head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from tadistill.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab_size: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def __str__(self) -> str:
+        return f"{self.layers}L x {self.hidden}H x {self.heads}A x {self.intermediate}FFN"
+
+
+@dataclass(frozen=True)
+class ArchAdapter:
+    family: str
+    layers: str = "encoder.layer"
+    query: str = "attention.self.query"
+    key: str = "attention.self.key"
+    value: str = "attention.self.value"
+    attention_output: str = "attention.output.dense"
+    embeddings: str = "embeddings"
+    lm_head: str | None = "lm_head"
+    # config attribute names, in the order: layers, hidden, heads, intermediate
+    config_keys: tuple[str, str, str, str] = (
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+    )
+
+    def shape(self, config) -> ModelShape:
+        layers, hidden, heads, intermediate = (getattr(config, k) for k in self.config_keys)
+        return ModelShape(layers, hidden, heads, intermediate, config.vocab_size)
+
+    def shape_overrides(self, layers: int, hidden: int, heads: int, intermediate: int) -> dict:
+        """Config kwargs that set the given shape (for building a student config)."""
+        return dict(zip(self.config_keys, (layers, hidden, heads, intermediate)))
+
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        return _get(model.base_model, self.layers)
+
+    def layer(self, model: nn.Module, index: int) -> nn.Module:
+        """Transformer block `index`, 1-based (0 is the embedding output, not a block)."""
+        blocks = self.layer_list(model)
+        if not 1 <= index <= len(blocks):
+            raise ModelError(f"layer {index} does not exist: the model has blocks 1..{len(blocks)}")
+        return blocks[index - 1]
+
+    def qkv(self, model: nn.Module, index: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        block = self.layer(model, index)
+        return _get(block, self.query), _get(block, self.key), _get(block, self.value)
+
+    def embedding_module(self, model: nn.Module) -> nn.Module:
+        return _get(model.base_model, self.embeddings)
+
+    def lm_head_module(self, model: nn.Module) -> nn.Module | None:
+        """The masked-LM head (hidden -> vocab logits), or None if the model has none."""
+        if self.lm_head is None:
+            return None
+        try:
+            return _get(model, self.lm_head)
+        except AttributeError:
+            return None
+
+
+def _get(root: nn.Module, path: str):
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+ADAPTERS: dict[str, ArchAdapter] = {
+    "bert": ArchAdapter("bert", lm_head="cls"),
+    "roberta": ArchAdapter("roberta"),
+    "xlm-roberta": ArchAdapter("xlm-roberta"),
+    "camembert": ArchAdapter("camembert"),
+    # ELECTRA's generator head is two modules; the discriminator has none: no MLM logits.
+    "electra": ArchAdapter("electra", lm_head=None),
+    "distilbert": ArchAdapter(
+        "distilbert",
+        layers="transformer.layer",
+        query="attention.q_lin",
+        key="attention.k_lin",
+        value="attention.v_lin",
+        attention_output="attention.out_lin",
+        lm_head=None,
+        config_keys=("n_layers", "dim", "n_heads", "hidden_dim"),
+    ),
+}
+
+
+def adapter_for(config_or_model) -> ArchAdapter:
+    """The adapter of a model or config, by its `model_type`."""
+    config = getattr(config_or_model, "config", config_or_model)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise ModelError(
+            f"model_type {model_type!r} is not supported; supported families: {', '.join(sorted(ADAPTERS))} "
+            "(add an ArchAdapter entry in tadistill/arch.py for another encoder family)"
+        )
+    return ADAPTERS[model_type]

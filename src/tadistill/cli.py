@@ -1,0 +1,51 @@
+"""The `tadistill` command line: parses, calls a recipe, prints user errors in one place.
+
+Each subcommand lives in `tadistill.commands.<name>` with `HELP`, `add_arguments(parser)`
+and `run(args) -> int`. Command modules import torch & co. inside `run`, so `--help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tadistill import __version__
+from tadistill.errors import TadistillError
+
+COMMANDS = {
+    "validate": "tadistill.commands.validate",
+    "bench": "tadistill.commands.bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tadistill",
+        description="Task-agnostic distillation of Transformer language models (OD, HS, MHA transfer).",
+    )
+    parser.add_argument("--version", action="version", version=f"tadistill {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except TadistillError as error:
+        print(f"tadistill {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tadistill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
