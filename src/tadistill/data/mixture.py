@@ -1,0 +1,105 @@
+"""Mixing several sources: sampling probabilities and a deterministic, resumable sampler.
+
+How weights and alpha combine. Source i has n_i blocks and weight w_i; its effective size
+is m_i = w_i * n_i (a weight is an up/down-sampling factor: 1 keeps the natural share,
+2 doubles it).
+- Without alpha: p_i = m_i / sum_j m_j. With all weights 1 this is plain concatenation.
+- With alpha (XLM-R style multilingual sampling): sources are grouped by language (an
+  untagged source forms a group of its own); a language L of effective size
+  m_L = sum_{i in L} m_i is drawn with q_L = m_L^alpha / sum_K m_K^alpha, then a source
+  within the language by its share of it: p_i = q_L * m_i / m_L. alpha = 1 gives back
+  the natural proportions, alpha < 1 up-samples small languages (XLM-R: 0.3, mBERT: 0.7),
+  alpha = 0 draws every language equally often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tadistill.errors import ConfigError, Problem
+
+
+def mixture_probabilities(
+    sizes: Sequence[int],
+    weights: Sequence[float] | None = None,
+    languages: Sequence[str | None] | None = None,
+    alpha: float | None = None,
+) -> np.ndarray:
+    """Sampling probability of each source (see the module docstring)."""
+    weights = [1.0] * len(sizes) if weights is None else list(weights)
+    languages = [None] * len(sizes) if languages is None else list(languages)
+    problems = check_mixture(weights, alpha)
+    if problems:
+        raise ConfigError(problems)
+    effective = np.asarray(weights, dtype=np.float64) * np.asarray(sizes, dtype=np.float64)
+    if alpha is None:
+        return effective / effective.sum()
+    groups = [language if language is not None else f"untagged source {i}" for i, language in enumerate(languages)]
+    group_size = {group: 0.0 for group in groups}
+    for group, size in zip(groups, effective):
+        group_size[group] += size
+    group_weight = {group: size**alpha for group, size in group_size.items()}
+    total = sum(group_weight.values())
+    return np.array([group_weight[g] / total * m / group_size[g] for g, m in zip(groups, effective)])
+
+
+def check_mixture(weights: Sequence[float], alpha: float | None) -> list[Problem]:
+    """Weights must be positive and alpha non-negative."""
+    problems = [
+        Problem(f"data.sources[{i}].weight", w, "must be a positive number") for i, w in enumerate(weights) if not w > 0
+    ]
+    if alpha is not None and not alpha >= 0:
+        problems.append(Problem("data.sampling_alpha", alpha, "must be >= 0 (XLM-R uses 0.3)"))
+    return problems
+
+
+class MixtureSampler(torch.utils.data.Sampler):
+    """Draws an epoch of (block index, mask key) pairs from concatenated sources.
+
+    The blocks of source i occupy indices offsets[i] .. offsets[i] + sizes[i] - 1. For every
+    position of the epoch a source is drawn with `probabilities`, then the next block of that
+    source's own shuffled order: within a source, every block is used once before any
+    repeats. Everything depends only on (seed, epoch), so an epoch can be replayed exactly.
+
+    The mask key is unique per (epoch, position); the collator seeds MLM masking with it,
+    which makes masks reproducible whatever the batches skipped on resume.
+    `start` skips the first samples of the epoch (resuming without accelerate).
+    """
+
+    def __init__(self, sizes: Sequence[int], probabilities: Sequence[float], seed: int, num_samples: int | None = None):
+        self.sizes = [int(n) for n in sizes]
+        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        self.offsets = np.cumsum([0, *self.sizes[:-1]])
+        self.seed = seed
+        self.num_samples = sum(self.sizes) if num_samples is None else num_samples
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Called by accelerate (and the training loop) at the start of every epoch."""
+        self.epoch = epoch
+        self.start = start
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.epoch_order(self.epoch)
+        first_key = self.epoch * self.num_samples
+        keys = range(first_key + self.start, first_key + self.num_samples)
+        return zip(order[self.start :].tolist(), keys)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The block indices of one epoch, in order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        source_of_position = rng.choice(len(self.sizes), size=self.num_samples, p=self.probabilities)
+        order = np.empty(self.num_samples, dtype=np.int64)
+        for source, size in enumerate(self.sizes):
+            positions = np.flatnonzero(source_of_position == source)
+            laps = -(-len(positions) // size)  # passes over the source needed this epoch
+            shuffled = rng.permuted(np.tile(np.arange(size), (laps, 1)), axis=1)  # (laps, size)
+            order[positions] = self.offsets[source] + shuffled.reshape(-1)[: len(positions)]
+        return order
