@@ -167,4 +167,4 @@ def test_config_mistakes_fail_before_reading(tokenizer):
     with pytest.raises(ConfigError) as caught:
         build_corpus([{"path": "never-read.txt", "langauge": "en", "weight": -1}], tokenizer, sampling_alpha=-0.5)
     keys = [problem.key for problem in caught.value.problems]
-    assert keys == ["data.sources[0].langauge", "data.sources[0].weight", "data.sampling_alpha"]
+    assert keys == ["data.sources.0.langauge", "data.sources.0.weight", "data.sampling_alpha"]

@@ -49,7 +49,7 @@ def test_bad_weights_and_alpha_name_the_keys():
     with pytest.raises(ConfigError) as caught:
         mixture_probabilities([10, 10], weights=[1.0, 0.0], alpha=-1)
     keys = [problem.key for problem in caught.value.problems]
-    assert keys == ["data.sources[1].weight", "data.sampling_alpha"]
+    assert keys == ["data.sources.1.weight", "data.sampling_alpha"]
 
 
 def test_sampler_is_deterministic_per_seed_and_epoch():

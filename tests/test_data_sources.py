@@ -185,8 +185,8 @@ def test_check_source_reports_without_reading(tmp_path):
     assert check_source(str(tmp_path / "rows.jsonl"), text_field="body") == []
     assert check_source("some-org/some-dataset") == []  # hub names need the network
 
-    [missing] = check_source(str(tmp_path / "nope.txt"), key="data.sources[0]")
-    assert missing.key == "data.sources[0].path" and "no such file" in missing.message
+    [missing] = check_source(str(tmp_path / "nope.txt"), key="data.sources.0")
+    assert missing.key == "data.sources.0.path" and "no such file" in missing.message
     [field] = check_source(str(tmp_path / "rows.jsonl"))
     assert field.key == "source.text_field" and "fields: body" in field.message
     [column] = check_source(str(tmp_path / "t.parquet"))

@@ -131,29 +131,22 @@ def _check_init(init, init_layers, init_mapping, t: ModelShape, s: ModelShape, p
 
 def _check_data(config: RunConfig, problems: list[Problem]) -> None:
     from tadistill.data import check_source
+    from tadistill.data.mixture import check_mixture
 
     data = config.data
     if not data.sources:
         problems.append(Problem("data.sources", [], "list at least one corpus source, e.g. [{path: corpus.txt}]"))
     for i, source in enumerate(data.sources):
-        for message in check_source(
-            path=source.path, format=source.format, documents=source.documents, weight=source.weight
-        ):
-            problems.append(Problem(f"data.sources.{i}.path", source.path, message))
+        problems += check_source(
+            source.path, source.format, source.text_field, source.documents, source.weight, key=f"data.sources.{i}"
+        )
+    problems += [p for p in check_mixture([s.weight for s in data.sources], data.sampling_alpha) if not p.key.endswith(".weight")]
     if data.max_seq_length < 8:
         problems.append(Problem("data.max_seq_length", data.max_seq_length, "must be at least 8 tokens"))
     if not 0 < data.mlm_probability < 1:
         problems.append(Problem("data.mlm_probability", data.mlm_probability, "must be between 0 and 1 (typically 0.15)"))
     if data.on_decode_error not in ("skip", "fail"):
         problems.append(Problem("data.on_decode_error", data.on_decode_error, f"use 'skip' or 'fail'.{did_you_mean(data.on_decode_error, ['skip', 'fail'])}"))
-    if data.sampling_alpha is not None:
-        if not 0 < data.sampling_alpha <= 1:
-            problems.append(Problem("data.sampling_alpha", data.sampling_alpha, "must be in (0, 1]; XLM-R used 0.3"))
-        untagged = [i for i, s in enumerate(data.sources) if not s.language]
-        if untagged:
-            problems.append(
-                Problem("data.sampling_alpha", data.sampling_alpha, f"needs every source tagged with `language`; sources {untagged} are not")
-            )
 
 
 def _check_train(config: RunConfig, problems: list[Problem]) -> None:

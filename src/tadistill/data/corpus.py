@@ -163,7 +163,7 @@ def _check_sources(sources: list[dict], sampling_alpha: float | None) -> None:
         raise DataError("data.sources is empty: give at least one corpus file, glob or dataset")
     known = READ_OPTIONS + MIXTURE_OPTIONS
     problems = [
-        Problem(f"data.sources[{i}].{key}", value, f"unknown option; known: {', '.join(known)}")
+        Problem(f"data.sources.{i}.{key}", value, f"unknown option; known: {', '.join(known)}")
         for i, source in enumerate(sources)
         for key, value in source.items()
         if key not in known

@@ -49,7 +49,7 @@ def mixture_probabilities(
 def check_mixture(weights: Sequence[float], alpha: float | None) -> list[Problem]:
     """Weights must be positive and alpha non-negative."""
     problems = [
-        Problem(f"data.sources[{i}].weight", w, "must be a positive number") for i, w in enumerate(weights) if not w > 0
+        Problem(f"data.sources.{i}.weight", w, "must be a positive number") for i, w in enumerate(weights) if not w > 0
     ]
     if alpha is not None and not alpha >= 0:
         problems.append(Problem("data.sampling_alpha", alpha, "must be >= 0 (XLM-R uses 0.3)"))

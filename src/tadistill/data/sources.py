@@ -143,7 +143,7 @@ def check_source(
 
     Reads at most the first line of a jsonl file and the schema of a parquet file or saved
     dataset; hub names are not checked (that needs the network). `key` prefixes the
-    problems' keys, e.g. "data.sources[0]".
+    problems' keys, e.g. "data.sources.0".
     """
     problems = []
     if not weight > 0:

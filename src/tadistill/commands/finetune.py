@@ -1,0 +1,81 @@
+"""Fine-tune a model on one GLUE task or on XNLI and report its dev (XNLI: dev and test) scores.
+
+Data comes from the Hugging Face hub unless --data-dir points to a local copy in the
+original layout (the GLUE download's glue_data/, or XNLI-1.0 + MultiNLI). Writes
+metrics.json and the fine-tuned model to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+HELP = "fine-tune MODEL on a GLUE task or XNLI and report its scores"
+
+
+def positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments `finetune` and `evaluate` share."""
+    parser.add_argument(
+        "model", metavar="MODEL", help="local model directory: a tadistill student or a Hugging Face encoder"
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="local data in the original layout (default: the Hugging Face hub)"
+    )
+    parser.add_argument("--batch-size", type=positive(int), default=32, help="per process (default: 32)")
+    parser.add_argument("--max-seq-length", type=positive(int), default=128, help="tokens per example (default: 128)")
+    parser.add_argument(
+        "--precision", choices=("bf16", "fp16", "no"), default="bf16", help="mixed precision (default: bf16)"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tadistill.finetune.tasks import TASKS
+
+    add_training_arguments(parser)
+    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS.names())}")
+    parser.add_argument("--lr", type=positive(float), default=2e-5, help="peak learning rate (default: 2e-5)")
+    parser.add_argument("--epochs", type=positive(int), default=3, help="(default: 3)")
+    parser.add_argument("--seed", type=int, default=42, help="(default: 42)")
+    parser.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps warming up (default: 0.1)")
+    parser.add_argument(
+        "--output", metavar="DIR", help="where metrics.json and the model go (default: MODEL-finetuned/TASK)"
+    )
+    parser.add_argument("--no-save-model", action="store_true", help="write only metrics.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from tadistill.finetune.layouts import load_task_data
+    from tadistill.finetune.tasks import get_task
+    from tadistill.finetune.train import encode, finetune, load_tokenizer
+
+    task = get_task(args.task)
+    output = args.output or f"{args.model.rstrip('/')}-finetuned/{task.name}"
+    tokenizer = load_tokenizer(args.model)
+    data = encode(load_task_data(task, args.data_dir), tokenizer, args.max_seq_length)
+    metrics = finetune(
+        args.model, task, data, tokenizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+        seed=args.seed, warmup_ratio=args.warmup_ratio, precision=args.precision,
+        output_dir=output, save_model=not args.no_save_model,
+    )
+    state = PartialState()
+    for name, values in metrics.items():
+        shown = ", ".join(f"{key} {100 * value:.2f}" for key, value in values.items() if key != "score")
+        state.print(f"{task.name} {name}: {shown}")
+    state.print(f"{task.name} score ({task.report_on}): {100 * metrics[task.report_on]['score']:.2f}")
+    state.print(f"wrote {output}/metrics.json")
+    return 0
