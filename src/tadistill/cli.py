@@ -16,7 +16,10 @@ from tadistill.errors import TadistillError
 
 COMMANDS = {
     "validate": "tadistill.commands.validate",
+    "distill": "tadistill.commands.distill",
     "bench": "tadistill.commands.bench",
+    "finetune": "tadistill.commands.finetune",
+    "evaluate": "tadistill.commands.evaluate",
 }
 
 

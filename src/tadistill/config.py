@@ -98,6 +98,7 @@ class TrainConfig:
     save_every: int = 1000
     keep_checkpoints: int = 3
     num_workers: int = 0
+    record_blocks: bool = False  # audit: each process lists a digest of every block it trains on
 
 
 @dataclass

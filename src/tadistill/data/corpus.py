@@ -97,7 +97,12 @@ class Corpus:
             self.blocks.set_epoch(epoch)
             stream = self.blocks.skip(skip_batches * batch_size) if skip_batches else self.blocks
             return torch.utils.data.DataLoader(
-                stream, batch_size=batch_size, collate_fn=collator, num_workers=num_workers, drop_last=drop_last
+                stream,
+                batch_size=batch_size,
+                collate_fn=collator,
+                num_workers=num_workers,
+                drop_last=drop_last,
+                generator=torch.Generator().manual_seed(self.seed),  # see below
             )
         sampler = MixtureSampler(self.sizes, self.probabilities, self.seed)
         sampler.set_epoch(epoch, start=skip_batches * batch_size)
@@ -108,6 +113,9 @@ class Corpus:
             collate_fn=collator,
             num_workers=num_workers,
             drop_last=drop_last,
+            # each new iterator draws a base seed; from its own generator it leaves the global
+            # RNG (dropout) untouched, so a resumed run's RNG stream matches an uninterrupted one
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
 

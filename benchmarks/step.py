@@ -1,0 +1,220 @@
+"""Seconds per distillation step and peak memory for each objective family, against its floor.
+
+Models are randomly initialised from configs: a BERT-base-shaped teacher (12L, 768, 12
+heads, 30522 vocab) and a 6L-384 student with 12 heads. A step is `distill_losses` plus
+backward (no optimizer: it is the same for every objective). The *floor* of an objective
+is what no loss can avoid: the teacher forward up to the same stop point and the student
+forward/backward up to the same tapped tensors, with a trivial loss (the mean of the
+tapped tensors) instead of relation matrices, projections or LM heads.
+
+Each objective runs in a fresh process which alternates step and floor and keeps the
+fastest run of each (the least disturbed on a shared machine). Peak memory: the CUDA
+allocator's peak on a GPU; on CPU the peak resident set size, weights included, which
+only grows, so the floor is measured first and the step's peak includes it.
+
+On CPU the workers keep freed memory in the heap (MALLOC_MMAP_THRESHOLD_) unless
+--plain-malloc: glibc otherwise returns every block over 32 MiB to the OS, so each
+(B, A, n, n) relation matrix is page-faulted afresh and the allocator, not the loss,
+dominates. CUDA's caching allocator, or the jemalloc/tcmalloc PyTorch recommends on CPU,
+reuse such blocks the same way.
+
+    python benchmarks/step.py                                  # batch 32 x 128, fp32 and bf16
+    python benchmarks/step.py --batch 8 --steps 2 --precision bf16   # a quick run
+    python benchmarks/step.py --device cuda --batch 256 --precision bf16
+
+Prints a table, then one JSON line. Target: every objective within 1.15x of its floor in bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from tadistill.arch import ModelShape, adapter_for
+from tadistill.engine import distill_losses
+from tadistill.errors import ConfigError
+from tadistill.objectives import build_objectives, check_objectives
+from tadistill.taps import forward_taps
+
+# one representative configuration per objective family
+FAMILIES = {
+    "od": {"alpha_mlm": 0.4, "alpha_cos": 0.2},  # DistilBERT's 5:2:1 triple loss, scaled by 1/5
+    "hs": {"mapping": "uniform"},
+    "minilmv2": {"relation_heads": 48},
+    "minilm": {},
+    "tinybert": {},
+    "direct-minilm": {},
+}
+TARGET_RATIO = 1.15
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed runs of the step and of the floor, alternating")
+    parser.add_argument("--warmup", type=int, default=1, choices=range(1, 10), metavar="N", help="untimed runs (>= 1)")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    parser.add_argument("--objectives", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--teacher", type=int, nargs=3, default=[12, 768, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
+    parser.add_argument("--student", type=int, nargs=3, default=[6, 384, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
+    parser.add_argument("--plain-malloc", action="store_true", help="on CPU, leave glibc's malloc as it is")
+    return parser.parse_args()
+
+
+def build_model(layers: int, hidden: int, heads: int) -> BertForMaskedLM:
+    config = BertConfig(
+        num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=4 * hidden
+    )
+    return BertForMaskedLM(config)
+
+
+def random_batch(batch: int, seq: int, vocab: int, device: str) -> dict[str, torch.Tensor]:
+    """Random tokens, lengths between seq/2 and seq, 15% of the real tokens MLM-masked."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1000, vocab, (batch, seq), generator=generator)
+    lengths = torch.randint(seq // 2, seq + 1, (batch, 1), generator=generator)
+    attention_mask = (torch.arange(seq) < lengths).long()  # (B, n)
+    masked = (torch.rand(batch, seq, generator=generator) < 0.15) & attention_mask.bool()
+    labels = torch.where(masked, input_ids, -100)
+    input_ids = torch.where(masked, 103, input_ids).masked_fill(attention_mask == 0, 0)  # [MASK], [PAD]
+    batch_tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {name: tensor.to(device) for name, tensor in batch_tensors.items()}
+
+
+def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
+    """Seconds per step and peak memory of one objective's step and of its floor, in this process.
+
+    Step and floor alternate and each keeps its fastest run: on a shared machine the
+    slowdowns caused by other work hit both alike and the minimum is the least disturbed.
+    """
+    torch.manual_seed(0)
+    device = args.device
+    teacher = build_model(*args.teacher).eval().requires_grad_(False)
+    student = build_model(*args.student).train()
+    if precision == "bf16":
+        teacher.to(torch.bfloat16)  # a frozen teacher is kept in bf16, as the distill recipe does
+    shapes = [adapter_for(model).shape(model.config) for model in (teacher, student)]
+    objectives = build_objectives([(objective, 1.0, FAMILIES[objective])], *shapes)
+    teacher.to(device), student.to(device), objectives.to(device)
+    batch = random_batch(args.batch, args.seq, teacher.config.vocab_size, device)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    on_cuda = device.startswith("cuda")
+
+    def step():
+        with autocast:
+            total, _ = distill_losses(teacher, student, objectives, batch)
+        total.backward()
+
+    def floor():
+        with autocast:
+            with torch.inference_mode():
+                forward_taps(teacher, objectives.teacher_taps, batch)
+            tapped = forward_taps(student, objectives.student_taps, batch)
+            total = sum(tensor.float().mean() for tensor in tapped.values())
+        total.backward()
+
+    def timed(run) -> float:
+        if on_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        student.zero_grad(set_to_none=True), objectives.zero_grad(set_to_none=True)
+        if on_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    runs = {"floor": floor, "step": step}
+    peak_mib = {}
+    for name, run in runs.items():  # the floor first: on CPU the peak RSS only grows
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(args.warmup):
+            timed(run)
+        peak_mib[name] = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else _peak_rss_mib()
+    seconds = {name: [] for name in runs}
+    for _ in range(args.steps):
+        for name, run in runs.items():
+            seconds[name].append(timed(run))
+    return {
+        "floor_s": min(seconds["floor"]),
+        "step_s": min(seconds["step"]),
+        "floor_peak_mib": peak_mib["floor"],
+        "step_peak_mib": peak_mib["step"],
+    }
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
+def in_fresh_process(*case) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(measure, *case).result()
+
+
+def model_shape(layers: int, hidden: int, heads: int) -> ModelShape:
+    return ModelShape(layers, hidden, heads, 4 * hidden, BertConfig().vocab_size)
+
+
+def main() -> None:
+    args = parse_args()
+    specs = [(objective, 1.0, FAMILIES[objective]) for objective in args.objectives]
+    problems = check_objectives(specs, model_shape(*args.teacher), model_shape(*args.student), teacher_has_lm_head=True)
+    if problems:  # fail here, in one message, rather than in every worker
+        raise SystemExit(str(ConfigError(problems)))
+    if args.device == "cpu" and not args.plain_malloc:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(2**34)  # read by glibc when each worker starts
+    tokens = args.batch * args.seq
+    rows = []
+    print(f"teacher {args.teacher}, student {args.student}, batch {args.batch} x {args.seq}, {args.device}")
+    columns = ("floor s", "step s", "ratio", "floor MiB", "step MiB", "tok/s")
+    print(f"{'objective':<14}{'prec':<6}" + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 9, 7, 11, 10, 9))))
+    for precision in args.precision:
+        for objective in args.objectives:
+            result = in_fresh_process(objective, precision, args)
+            row = {
+                "objective": objective,
+                "precision": precision,
+                "floor_s": round(result["floor_s"], 4),
+                "step_s": round(result["step_s"], 4),
+                "ratio": round(result["step_s"] / result["floor_s"], 3),
+                "floor_peak_mib": round(result["floor_peak_mib"]),
+                "step_peak_mib": round(result["step_peak_mib"]),
+                "tokens_per_s": round(tokens / result["step_s"]),
+            }
+            rows.append(row)
+            print(
+                f"{objective:<14}{precision:<6}{row['floor_s']:>9.3f}{row['step_s']:>9.3f}{row['ratio']:>7.2f}"
+                f"{row['floor_peak_mib']:>11}{row['step_peak_mib']:>10}{row['tokens_per_s']:>9}",
+                flush=True,
+            )
+    bf16_ratios = [row["ratio"] for row in rows if row["precision"] == "bf16"]
+    summary = {
+        "benchmark": "step",
+        "device": args.device,
+        "batch": args.batch,
+        "seq": args.seq,
+        "steps": args.steps,
+        "teacher": args.teacher,
+        "student": args.student,
+        "plain_malloc": args.plain_malloc,
+        "results": rows,
+        "max_bf16_ratio": max(bf16_ratios, default=None),
+        "bf16_target_met": all(r <= TARGET_RATIO for r in bf16_ratios) if bf16_ratios else None,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Multi-head attention (MHA) transfer from one teacher layer to one student layer:
+MiniLMv2 relations, MiniLMv1 attention distributions, DirectMiniLM projected Q/K/V."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from tadistill.arch import ModelShape
+from tadistill.errors import Problem
+from tadistill.losses import attention_kl, attention_relation_kl, hidden_mse
+from tadistill.objectives.base import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveOptions,
+    ProjectionMode,
+    StepTensors,
+    heads_problems,
+    layer_problems,
+    projection,
+    projection_problems,
+)
+from tadistill.taps import Tap
+
+TENSOR_KINDS = {"q": "query", "k": "key", "v": "value"}
+
+
+def _layer_pair_problems(options, teacher: ModelShape, student: ModelShape) -> list[Problem]:
+    return [
+        *layer_problems("teacher_layer", options.teacher_layer, teacher, "teacher"),
+        *layer_problems("student_layer", options.student_layer, student, "student"),
+    ]
+
+
+def _taps(letters, layer: int) -> set[Tap]:
+    return {Tap(TENSOR_KINDS[letter], layer) for letter in letters}
+
+
+class MiniLMv2(Objective):
+    """Weighted sum over relations XY of KL(R_XY teacher || R_XY student), R = softmax(X Y^T / sqrt(d_r))."""
+
+    def __init__(self, teacher_layer: int, student_layer: int, relations: dict[str, float], relation_heads: int):
+        letters = set("".join(relations))
+        super().__init__(_taps(letters, teacher_layer), _taps(letters, student_layer))
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+        self.relations = relations
+        self.relation_heads = relation_heads
+
+    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        parts = {
+            relation: attention_relation_kl(
+                self._pair(step.student, self.student_layer, relation),
+                self._pair(step.teacher, self.teacher_layer, relation),
+                step.attention_mask,
+                self.relation_heads,
+            )
+            for relation in self.relations
+        }
+        total = sum(weight * parts[relation] for relation, weight in self.relations.items())
+        return total, parts
+
+    @staticmethod
+    def _pair(tensors: dict[Tap, Tensor], layer: int, relation: str) -> tuple[Tensor, Tensor]:
+        left, right = relation
+        return tensors[Tap(TENSOR_KINDS[left], layer)], tensors[Tap(TENSOR_KINDS[right], layer)]
+
+
+@OBJECTIVES.register("minilmv2")
+@dataclass
+class MiniLMv2Options(ObjectiveOptions):
+    """`minilmv2`: multi-head self-attention relation transfer (MiniLMv2).
+
+    relation_heads: A_r, the number of relation heads Q/K/V are split into; must divide
+        both widths (48 for base-size teachers, 64 for large ones).
+    teacher_layer: teacher block to learn from (default: the last; an upper-middle one,
+        e.g. 19 of 24, for large teachers).
+    student_layer: student block that learns (default: the last).
+    relations: two letters of q, k, v each: a list (the loss is their mean, e.g.
+        [qq, kk, vv]) or a mapping relation -> weight (a weighted sum, e.g. {qk: 1, vv: 1}).
+    """
+
+    relation_heads: int = 48
+    teacher_layer: int | None = None
+    student_layer: int | None = None
+    relations: list[str] | dict[str, float] = field(default_factory=lambda: ["qq", "kk", "vv"])
+
+    def relation_weights(self) -> dict[str, float]:
+        if isinstance(self.relations, dict):
+            return dict(self.relations)
+        return {relation: 1 / len(self.relations) for relation in self.relations}
+
+    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        problems = heads_problems("relation_heads", self.relation_heads, teacher, student)
+        problems += _layer_pair_problems(self, teacher, student)
+        weights = self.relation_weights()
+        bad = [r for r in weights if len(r) != 2 or not set(r) <= set(TENSOR_KINDS)]
+        if not weights or bad or len(weights) != len(self.relations):
+            message = "give distinct pairs of q, k, v such as [qq, kk, vv] or {qk: 1.0, vv: 0.5}"
+            problems.append(Problem("relations", self.relations, message))
+        if any(weight < 0 for weight in weights.values()):
+            problems.append(Problem("relations", self.relations, "relation weights must be >= 0"))
+        return problems
+
+    def build(self, teacher: ModelShape, student: ModelShape) -> MiniLMv2:
+        return MiniLMv2(
+            self.teacher_layer or teacher.layers,
+            self.student_layer or student.layers,
+            self.relation_weights(),
+            self.relation_heads,
+        )
+
+
+class MiniLM(Objective):
+    """MiniLMv1: KL of the attention distributions per head, plus the value relation KL."""
+
+    def __init__(self, teacher_layer: int, student_layer: int, heads: int, value_relation: bool):
+        letters = "qkv" if value_relation else "qk"
+        super().__init__(_taps(letters, teacher_layer), _taps(letters, student_layer))
+        self.letters = letters
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+        self.heads = heads
+
+    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        student = self._by_letter(step.student, self.student_layer)
+        teacher = self._by_letter(step.teacher, self.teacher_layer)
+        mask = step.attention_mask
+        parts = {"attention": attention_kl(student["q"], student["k"], teacher["q"], teacher["k"], mask, self.heads)}
+        if "v" in self.letters:
+            parts["value"] = attention_relation_kl(student["v"], teacher["v"], mask, self.heads)
+        return sum(parts.values()), parts
+
+    def _by_letter(self, tensors: dict[Tap, Tensor], layer: int) -> dict[str, Tensor]:
+        return {letter: tensors[Tap(TENSOR_KINDS[letter], layer)] for letter in self.letters}
+
+
+def common_heads_problems(
+    heads: int | None, teacher: ModelShape, student: ModelShape, objective: str
+) -> list[Problem]:
+    """Per-head attention losses need one head count for both models."""
+    if heads is not None:
+        return heads_problems("heads", heads, teacher, student)
+    if teacher.heads != student.heads:
+        return [
+            Problem(
+                "heads",
+                None,
+                f"{objective} compares attention heads one to one, but the teacher has {teacher.heads} heads and "
+                f"the student {student.heads}; set heads to a number dividing both widths "
+                f"({teacher.hidden}, {student.hidden}) or use minilmv2",
+            )
+        ]
+    return []
+
+
+@OBJECTIVES.register("minilm")
+@dataclass
+class MiniLMOptions(ObjectiveOptions):
+    """`minilm`: MiniLMv1 deep self-attention distillation.
+
+    teacher_layer / student_layer: the blocks compared (default: both last layers).
+    heads: heads to split Q/K/V into; default the models' common head count (an error
+        when the counts differ: then give a number dividing both widths).
+    value_relation: add the value-relation KL, softmax(V V^T / sqrt(d_h)).
+    """
+
+    teacher_layer: int | None = None
+    student_layer: int | None = None
+    heads: int | None = None
+    value_relation: bool = True
+
+    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        heads = common_heads_problems(self.heads, teacher, student, "minilm")
+        return heads + _layer_pair_problems(self, teacher, student)
+
+    def build(self, teacher: ModelShape, student: ModelShape) -> MiniLM:
+        return MiniLM(
+            self.teacher_layer or teacher.layers,
+            self.student_layer or student.layers,
+            self.heads or teacher.heads,
+            self.value_relation,
+        )
+
+
+class DirectMiniLM(Objective):
+    """Mean over X in `tensors` of MSE(W_X X_S, X_T), X a Q/K/V projection output."""
+
+    def __init__(
+        self,
+        teacher_layer: int,
+        student_layer: int,
+        tensors: list[str],
+        student_width: int,
+        teacher_width: int,
+        projection_mode: str,
+    ):
+        super().__init__(_taps(tensors, teacher_layer), _taps(tensors, student_layer))
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+        self.projections = nn.ModuleDict(
+            {letter: projection(student_width, teacher_width, projection_mode) for letter in tensors}
+        )
+
+    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        parts = {
+            letter: hidden_mse(
+                project(step.student[Tap(TENSOR_KINDS[letter], self.student_layer)]),
+                step.teacher[Tap(TENSOR_KINDS[letter], self.teacher_layer)],
+                step.attention_mask,
+            )
+            for letter, project in self.projections.items()
+        }
+        return torch.stack(list(parts.values())).mean(), parts
+
+
+@OBJECTIVES.register("direct-minilm")
+@dataclass
+class DirectMiniLMOptions(ObjectiveOptions):
+    """`direct-minilm`: MSE between learned projections of the student's Q/K/V and the teacher's.
+
+    teacher_layer / student_layer: the blocks compared (default: both last layers).
+    tensors: which projections, among q, k, v.
+    projection: "auto" (a linear map when widths differ), "always" or "never".
+    """
+
+    teacher_layer: int | None = None
+    student_layer: int | None = None
+    tensors: list[str] = field(default_factory=lambda: ["q", "k", "v"])
+    projection: ProjectionMode = "auto"
+
+    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        problems = _layer_pair_problems(self, teacher, student) + projection_problems(self.projection, student, teacher)
+        distinct = set(self.tensors)
+        if not distinct or not distinct <= set(TENSOR_KINDS) or len(distinct) != len(self.tensors):
+            problems.append(Problem("tensors", self.tensors, "give distinct letters among q, k, v, e.g. [q, k, v]"))
+        return problems
+
+    def build(self, teacher: ModelShape, student: ModelShape) -> DirectMiniLM:
+        return DirectMiniLM(
+            self.teacher_layer or teacher.layers,
+            self.student_layer or student.layers,
+            list(self.tensors),
+            student.hidden,
+            teacher.hidden,
+            self.projection,
+        )

@@ -1,0 +1,85 @@
+"""Hidden-state (HS) transfer on a layer mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from tadistill.arch import ModelShape
+from tadistill.errors import Problem
+from tadistill.losses import hidden_cosine, hidden_mse
+from tadistill.mapping import LayerMap, layer_map
+from tadistill.objectives.base import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveOptions,
+    ProjectionMode,
+    StepTensors,
+    mapping_problems,
+    projection,
+    projection_problems,
+)
+from tadistill.taps import Tap
+
+HIDDEN_LOSSES = {"mse": hidden_mse, "cosine": hidden_cosine}
+
+
+class HiddenStates(Objective):
+    """loss(W_s h_S^s, h_T^t) per mapped pair: averaged over each student layer's teacher
+    layers (1-to-N maps), then over student layers. One projection W_s per student layer."""
+
+    def __init__(self, layer_pairs: LayerMap, loss: str, student_width: int, teacher_width: int, projection_mode: str):
+        super().__init__(
+            {Tap("hidden", t) for _, teacher_layers in layer_pairs for t in teacher_layers},
+            {Tap("hidden", s) for s, _ in layer_pairs},
+        )
+        self.layer_pairs = layer_pairs
+        self.loss_name = loss
+        self.projections = nn.ModuleList(
+            projection(student_width, teacher_width, projection_mode) for _ in layer_pairs
+        )
+
+    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        loss_fn = HIDDEN_LOSSES[self.loss_name]
+        per_student_layer = []
+        for (student_layer, teacher_layers), project in zip(self.layer_pairs, self.projections):
+            student = project(step.student[Tap("hidden", student_layer)])
+            losses = [loss_fn(student, step.teacher[Tap("hidden", t)], step.attention_mask) for t in teacher_layers]
+            per_student_layer.append(torch.stack(losses).mean())
+        loss = torch.stack(per_student_layer).mean()
+        return loss, {self.loss_name: loss}
+
+
+@OBJECTIVES.register("hs")
+@dataclass
+class HiddenStatesOptions(ObjectiveOptions):
+    """`hs`: hidden-state transfer.
+
+    mapping: layer mapping strategy (see tadistill.mapping): last, uniform,
+        uniform-consecutive, uniform+last, all, explicit.
+    pairs: [[student_layer, teacher_layer], ...] for mapping "explicit".
+    loss: "mse" (mean over tokens and features) or "cosine" (mean of 1 - cos over tokens).
+    embeddings: also match the embedding outputs (layer 0 -> 0).
+    projection: "auto" learns a linear map when the widths differ, "always" also when
+        they are equal, "never" compares raw states (needs equal widths).
+    """
+
+    mapping: str = "last"
+    pairs: list[list[int]] | None = None
+    loss: Literal["mse", "cosine"] = "mse"
+    embeddings: bool = False
+    projection: ProjectionMode = "auto"
+
+    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        return mapping_problems(self.mapping, self.pairs, teacher, student) + projection_problems(
+            self.projection, student, teacher
+        )
+
+    def build(self, teacher: ModelShape, student: ModelShape) -> HiddenStates:
+        pairs = layer_map(self.mapping, student.layers, teacher.layers, self.pairs)
+        if self.embeddings:
+            pairs = [(0, (0,)), *pairs]
+        return HiddenStates(pairs, self.loss, student.hidden, teacher.hidden, self.projection)

@@ -1,0 +1,90 @@
+"""Output distribution (OD) transfer: the student matches the teacher's masked-LM distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+
+from tadistill.arch import ModelShape
+from tadistill.errors import Problem
+from tadistill.losses import hidden_cosine, masked_lm_cross_entropy, output_kl
+from tadistill.objectives.base import OBJECTIVES, Objective, ObjectiveOptions, StepTensors, projection
+from tadistill.taps import Tap
+
+
+class OutputDistribution(Objective):
+    """KL of the tempered output distributions, plus optional hard MLM and last-layer cosine losses."""
+
+    def __init__(
+        self,
+        temperature: float,
+        alpha_mlm: float,
+        alpha_cos: float,
+        positions: str,
+        teacher: ModelShape,
+        student: ModelShape,
+    ):
+        teacher_last, student_last = Tap("hidden", teacher.layers), Tap("hidden", student.layers)
+        super().__init__(
+            {teacher_last},
+            {student_last},
+            logit_positions=positions,
+            # "all" positions without the hard MLM loss learns from plain text: no masking needed
+            needs_mlm=positions == "masked" or alpha_mlm > 0,
+        )
+        self.teacher_last, self.student_last = teacher_last, student_last
+        self.temperature = temperature
+        self.alpha_mlm = alpha_mlm
+        self.alpha_cos = alpha_cos
+        self.projection = projection(student.hidden, teacher.hidden, "auto") if alpha_cos > 0 else None
+
+    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        # the engine computed the logits at the selected positions only: no mask left to apply
+        parts = {"kl": output_kl(step.student_logits, step.teacher_logits, None, self.temperature)}
+        total = parts["kl"]
+        if self.alpha_mlm > 0:
+            parts["mlm"] = masked_lm_cross_entropy(step.student_logits, step.logit_labels)
+            total = total + self.alpha_mlm * parts["mlm"]
+        if self.alpha_cos > 0:
+            student_last = self.projection(step.student[self.student_last])
+            parts["cos"] = hidden_cosine(student_last, step.teacher[self.teacher_last], step.attention_mask)
+            total = total + self.alpha_cos * parts["cos"]
+        return total, parts
+
+
+@OBJECTIVES.register("od")
+@dataclass
+class OutputDistributionOptions(ObjectiveOptions):
+    """`od`: T^2 KL(teacher || student) of softmax(logits / T), DistilBERT-style.
+
+    temperature: softmax temperature T (DistilBERT: 2).
+    alpha_mlm: weight of the hard MLM cross-entropy on the labels (DistilBERT: 2/5 of the KL's).
+    alpha_cos: weight of 1 - cos between last hidden states; a learned projection maps the
+        student width to the teacher's when they differ (DistilBERT: 1/5 of the KL's).
+    positions: "masked" averages over the MLM-masked positions, "all" over every real token.
+    The objective's own weight scales the whole (DistilBERT's alpha_ce).
+    """
+
+    temperature: float = 2.0
+    alpha_mlm: float = 0.0
+    alpha_cos: float = 0.0
+    positions: Literal["masked", "all"] = "masked"
+
+    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        problems = []
+        if self.temperature <= 0:
+            problems.append(Problem("temperature", self.temperature, "must be > 0"))
+        for key in ("alpha_mlm", "alpha_cos"):
+            if getattr(self, key) < 0:
+                problems.append(Problem(key, getattr(self, key), "must be >= 0"))
+        if not teacher_has_lm_head:
+            problems.append(
+                Problem("name", "od", "needs the teacher's masked-LM head, and the teacher has none; "
+                        "load a *ForMaskedLM checkpoint or use hs/minilmv2")
+            )
+        return problems
+
+    def build(self, teacher: ModelShape, student: ModelShape) -> OutputDistribution:
+        return OutputDistribution(self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, teacher, student)

@@ -1,0 +1,112 @@
+"""TinyBERT general distillation: attention-score MSE + hidden-state MSE + embedding MSE on a mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tadistill.arch import ModelShape
+from tadistill.errors import Problem
+from tadistill.losses import attention_score_mse
+from tadistill.mapping import LayerMap, layer_map
+from tadistill.objectives.attention import common_heads_problems
+from tadistill.objectives.base import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveOptions,
+    ProjectionMode,
+    StepTensors,
+    mapping_problems,
+    projection_problems,
+)
+from tadistill.objectives.hidden import HiddenStates
+from tadistill.taps import Tap
+
+
+def _query_key_taps(layers) -> set[Tap]:
+    return {Tap(kind, layer) for layer in layers for kind in ("query", "key")}
+
+
+class TinyBERT(Objective):
+    """Sum of: attention-score MSE and hidden MSE, each averaged over the mapped pairs as in
+    `hs`, and the MSE of the (projected) embedding outputs when `embeddings` is set."""
+
+    def __init__(
+        self,
+        layer_pairs: LayerMap,
+        heads: int,
+        embeddings: bool,
+        student_width: int,
+        teacher_width: int,
+        projection_mode: str,
+    ):
+        hidden = HiddenStates(layer_pairs, "mse", student_width, teacher_width, projection_mode)
+        teacher_taps = hidden.teacher_taps | _query_key_taps(t for _, ts in layer_pairs for t in ts)
+        student_taps = hidden.student_taps | _query_key_taps(s for s, _ in layer_pairs)
+        embedding = None
+        if embeddings:
+            embedding = HiddenStates([(0, (0,))], "mse", student_width, teacher_width, projection_mode)
+            teacher_taps, student_taps = teacher_taps | embedding.teacher_taps, student_taps | embedding.student_taps
+        super().__init__(teacher_taps, student_taps)
+        self.layer_pairs = layer_pairs
+        self.heads = heads
+        self.hidden = hidden
+        self.embedding = embedding
+
+    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        parts = {"attention": self._attention_loss(step), "hidden": self.hidden(step)[0]}
+        if self.embedding is not None:
+            parts["embeddings"] = self.embedding(step)[0]
+        return sum(parts.values()), parts
+
+    def _attention_loss(self, step: StepTensors) -> Tensor:
+        per_student_layer = []
+        for student_layer, teacher_layers in self.layer_pairs:
+            student_q, student_k = step.student[Tap("query", student_layer)], step.student[Tap("key", student_layer)]
+            losses = [
+                attention_score_mse(
+                    student_q, student_k, step.teacher[Tap("query", t)], step.teacher[Tap("key", t)],
+                    step.attention_mask, self.heads,
+                )
+                for t in teacher_layers
+            ]
+            per_student_layer.append(torch.stack(losses).mean())
+        return torch.stack(per_student_layer).mean()
+
+
+@OBJECTIVES.register("tinybert")
+@dataclass
+class TinyBERTOptions(ObjectiveOptions):
+    """`tinybert`: TinyBERT general distillation (transformer-layer and embedding losses).
+
+    mapping / pairs: layer mapping, as for `hs` (TinyBERT: uniform).
+    heads: heads to split Q/K into; default the models' common head count (an error when
+        the counts differ: then give a number dividing both widths).
+    embeddings: add the embedding-output MSE.
+    projection: as for `hs`; TinyBERT learns W_h when widths differ ("auto").
+    """
+
+    mapping: str = "uniform"
+    pairs: list[list[int]] | None = None
+    heads: int | None = None
+    embeddings: bool = True
+    projection: ProjectionMode = "auto"
+
+    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        return (
+            mapping_problems(self.mapping, self.pairs, teacher, student)
+            + common_heads_problems(self.heads, teacher, student, "tinybert")
+            + projection_problems(self.projection, student, teacher)
+        )
+
+    def build(self, teacher: ModelShape, student: ModelShape) -> TinyBERT:
+        return TinyBERT(
+            layer_map(self.mapping, student.layers, teacher.layers, self.pairs),
+            self.heads or teacher.heads,
+            self.embeddings,
+            student.hidden,
+            teacher.hidden,
+            self.projection,
+        )

@@ -1,0 +1,1 @@
+"""Recipes: each one a readable, top-to-bottom program (distill, quickstart)."""

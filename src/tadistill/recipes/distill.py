@@ -1,0 +1,370 @@
+"""The distill recipe: teacher + corpus + objectives -> student, on accelerate.
+
+Read top to bottom: validate, set up the run directory, build the models, the
+objectives and the data, prepare everything with accelerate once, resume if asked,
+then the loop (forward, backward, clip, step, log, checkpoint), then export.
+
+Exact resume: a checkpoint holds the student, the objectives' parameters, optimizer,
+scheduler, every RNG state and the data position (optimizer steps done, batches
+consumed); resuming restores them and skips the consumed batches without loading
+them, so on CPU the final weights are bitwise those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from tadistill.checkpoints import config_differences, read_progress, resolve_resume, save_checkpoint
+from tadistill.config import RunConfig, dump_yaml, to_dict
+from tadistill.data import build_corpus
+from tadistill.engine import Distiller
+from tadistill.errors import ConfigError, TadistillError
+from tadistill.models import build_student, load_teacher, save_student, shape_of, student_config
+from tadistill.objectives import build_objectives
+from tadistill.validation import validate_run
+
+
+def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, allow_config_change: bool = False) -> Path:
+    """Run one distillation; returns the exported student directory."""
+    problems = validate_run(config)
+    if problems:
+        raise ConfigError(problems)
+    run_dir = Path(run_dir)
+    checkpoint = _prepare_run_dir(run_dir, config, resume, allow_config_change)
+    train = config.train
+
+    accelerator = Accelerator(
+        # on a machine without an accelerator, torchrun / accelerate launch processes run DDP on gloo
+        cpu=not torch.accelerator.is_available(),
+        mixed_precision=train.mixed_precision,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_dir=str(run_dir),
+        # blocks above the deepest tapped layer (and an unused LM head) get no gradient
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(train.seed)
+
+    # ---- models: a frozen teacher (bf16 when training in bf16) and its student
+    teacher, tokenizer, _ = load_teacher(config.teacher.path, config.teacher.revision, config.teacher.trust_remote_code)
+    s = config.student
+    student = build_student(
+        teacher,
+        student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
+        init=s.init,
+        init_layers=s.init_layers,
+        seed=train.seed,
+    )
+    if train.mixed_precision == "bf16":
+        teacher.to(torch.bfloat16)
+    teacher.to(accelerator.device)
+    objectives = build_objectives(config.objective_specs(), shape_of(teacher), shape_of(student))
+    distiller = Distiller(student, objectives)
+
+    # ---- data: packed blocks, MLM-masked only when an objective needs it
+    corpus = build_corpus(
+        [dataclasses.asdict(source) for source in config.data.sources],
+        tokenizer,
+        max_seq_length=config.data.max_seq_length,
+        seed=train.seed,
+        sampling_alpha=config.data.sampling_alpha,
+        on_decode_error=config.data.on_decode_error,
+    )
+    loader = corpus.dataloader(
+        batch_size=train.batch_size,
+        mlm_probability=config.data.mlm_probability if objectives.needs_mlm else None,
+        num_workers=train.num_workers,
+    )
+
+    # ---- optimisation: AdamW without decay on biases and LayerNorm weights, linear schedule
+    tokens_per_step = (
+        train.batch_size * train.gradient_accumulation_steps * accelerator.num_processes * config.data.max_seq_length
+    )
+    total_steps = _total_steps(train.max_steps, train.max_tokens, tokens_per_step)
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(distiller, train.weight_decay),
+        lr=train.learning_rate,
+        betas=tuple(train.adam_betas),
+        eps=train.adam_epsilon,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, train.warmup_steps, total_steps)
+    distiller, optimizer, loader, scheduler = accelerator.prepare(distiller, optimizer, loader, scheduler)
+
+    # ---- resume: restore every state, then skip the batches already consumed this epoch
+    progress = {"step": 0, "tokens": 0, "epoch": 0, "batches_in_epoch": 0}
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        progress = read_progress(checkpoint)
+    accelerator.init_trackers("tensorboard")
+
+    if accelerator.is_main_process:
+        print(_plan(config, teacher, student, objectives, corpus, tokens_per_step, total_steps, progress))
+
+    metrics_file = run_dir / "metrics.jsonl"
+    block_log = _BlockLog(run_dir, accelerator.process_index) if train.record_blocks else None
+    bar = tqdm(total=total_steps, initial=progress["step"], disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
+    window = _LogWindow()
+    stop_signal = None
+
+    def save(reason: str) -> Path:
+        accelerator.wait_for_everyone()
+        path = None
+        if accelerator.is_main_process:
+            path = save_checkpoint(run_dir, progress["step"], accelerator.save_state, progress, train.keep_checkpoints)
+        accelerator.wait_for_everyone()
+        return path
+
+    with _stop_requests() as stop_requested:
+        while not _budget_spent(progress, total_steps, train.max_tokens):
+            loader.set_epoch(progress["epoch"])
+            epoch_loader = accelerator.skip_first_batches(loader, progress["batches_in_epoch"]) if progress["batches_in_epoch"] else loader
+            for batch in epoch_loader:
+                progress["batches_in_epoch"] += 1
+                if block_log:
+                    block_log.add(batch["input_ids"])
+                with accelerator.accumulate(distiller):
+                    total, parts = distiller(teacher, batch)
+                    _check_finite(total, parts, progress["step"] + 1, run_dir)
+                    accelerator.backward(total)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(distiller.parameters(), train.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                batch_tokens = accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item()
+                progress["tokens"] += int(batch_tokens)
+                window.add(total, parts, batch_tokens)
+                if not accelerator.sync_gradients:
+                    continue
+                progress["step"] += 1
+                bar.update(1)
+                if progress["step"] % train.log_every == 0 or _budget_spent(progress, total_steps, train.max_tokens):
+                    record = window.flush(progress, scheduler.get_last_lr()[0], accelerator)
+                    if accelerator.is_main_process:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+                        with metrics_file.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+                        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=progress["step"])
+                if progress["step"] % train.save_every == 0:
+                    save("periodic")
+                stop_signal = stop_requested()
+                if stop_signal or _budget_spent(progress, total_steps, train.max_tokens):
+                    break
+            else:  # the epoch ended: the next one starts from its first batch
+                progress["epoch"] += 1
+                progress["batches_in_epoch"] = 0
+            if stop_signal:
+                break
+    bar.close()
+
+    if stop_signal:
+        path = save("signal")
+        accelerator.end_training()
+        raise _Stopped(stop_signal, progress["step"], path)
+    save("final")
+    out = run_dir / "student"
+    # every process must end with the same weights; a mismatch means the ranks diverged
+    digests = gather_object([_weights_digest(accelerator.unwrap_model(distiller).student)])
+    if len(set(digests)) > 1:
+        raise TadistillError(f"the {len(digests)} processes ended with different student weights: {digests}")
+    if accelerator.is_main_process:
+        save_student(
+            accelerator.unwrap_model(distiller).student,
+            tokenizer,
+            out,
+            metadata={
+                "teacher": config.teacher.path,
+                "objectives": to_dict(config)["objectives"],
+                "steps": progress["step"],
+                "tokens_seen": progress["tokens"],
+                "student_init": config.student.init,
+                "processes": accelerator.num_processes,
+                "weights_sha256": digests,
+            },
+        )
+        print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
+    accelerator.end_training()
+    return out
+
+
+class _Stopped(TadistillError):
+    """Raised after a signal-triggered checkpoint, so the CLI exits without a traceback."""
+
+    def __init__(self, signal_number: int, step: int, checkpoint: Path | None):
+        self.exit_code = 128 + signal_number
+        name = signal.Signals(signal_number).name
+        super().__init__(f"stopped by {name} at step {step}; checkpoint {checkpoint}; continue with --resume auto")
+
+
+@contextmanager
+def _stop_requests():
+    """SIGTERM / SIGINT set a flag checked after each optimizer step (so a checkpoint is
+    consistent) instead of interrupting the step."""
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda number, frame: received.append(number))
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: str | None, allow_config_change: bool) -> Path | None:
+    """Create the run directory, write the resolved config; return the checkpoint to resume."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise TadistillError(f"output directory {str(run_dir)!r} is not writable: {error.strerror}") from None
+    checkpoint = resolve_resume(run_dir, resume)
+    resolved = run_dir / "config.yaml"
+    if checkpoint is None and resume is None and (run_dir / "checkpoints").exists():
+        raise TadistillError(
+            f"{run_dir} already holds a run; pass --resume auto to continue it or choose another --output"
+        )
+    if checkpoint is not None and resolved.is_file():
+        import yaml
+
+        changed = config_differences(yaml.safe_load(resolved.read_text()), to_dict(config))
+        if changed and not allow_config_change:
+            raise TadistillError(
+                f"the config differs from the run being resumed at: {', '.join(changed)}; "
+                "restore those values or pass --allow-config-change"
+            )
+    tmp = resolved.with_suffix(".yaml.tmp")
+    tmp.write_text(dump_yaml(config))
+    tmp.rename(resolved)
+    return checkpoint
+
+
+def _total_steps(max_steps: int | None, max_tokens: int | None, tokens_per_step: int) -> int:
+    """Optimizer steps of the run; a token budget counts full blocks (packing fills them)."""
+    steps = [s for s in (max_steps, math.ceil(max_tokens / tokens_per_step) if max_tokens else None) if s]
+    return min(steps)
+
+
+def _budget_spent(progress: dict, total_steps: int, max_tokens: int | None) -> bool:
+    return progress["step"] >= total_steps or (max_tokens is not None and progress["tokens"] >= max_tokens)
+
+
+def _parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (the BERT convention)."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _check_finite(total: torch.Tensor, parts: dict, step: int, run_dir: Path) -> None:
+    if torch.isfinite(total).item():
+        return
+    bad = [name for name, value in parts.items() if not torch.isfinite(value).item()] or ["total"]
+    raise TadistillError(
+        f"non-finite loss from objective(s) {', '.join(bad)} at step {step}; the run stopped and its last good "
+        f"checkpoint is kept in {run_dir / 'checkpoints'}; lower train.learning_rate or check the data"
+    )
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _BlockLog:
+    """`train.record_blocks`: one line per training block (a digest of its token ids) in
+    blocks/rank-<R>.txt, to audit data order and the sharding between processes."""
+
+    def __init__(self, run_dir: Path, rank: int):
+        path = run_dir / "blocks" / f"rank-{rank}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a")
+
+    def add(self, input_ids: torch.Tensor) -> None:
+        for row in input_ids.cpu():  # (B, n) -> one line per block
+            self.file.write(hashlib.sha1(row.numpy().tobytes()).hexdigest() + "\n")
+        self.file.flush()
+
+
+class _LogWindow:
+    """Accumulates losses between log lines without a device sync per step."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def add(self, total: torch.Tensor, parts: dict, tokens: int) -> None:
+        for name, value in {"loss": total, **parts}.items():
+            self.sums[name] = self.sums.get(name, 0) + value.detach().float()
+        self.count += 1
+        self.tokens += tokens
+
+    def flush(self, progress: dict, lr: float, accelerator: Accelerator) -> dict:
+        seconds = time.perf_counter() - self.started
+        means = {name: accelerator.reduce(value / self.count, reduction="mean").item() for name, value in self.sums.items()}
+        record = {"step": progress["step"], "tokens": progress["tokens"], "lr": lr, **means,
+                  "tokens_per_s": self.tokens / seconds if seconds else 0.0}
+        self.reset()
+        return record
+
+
+def _plan(config, teacher, student, objectives, corpus, tokens_per_step, total_steps, progress) -> str:
+    t, s = shape_of(teacher), shape_of(student)
+    t_params = sum(p.numel() for p in teacher.parameters())
+    s_params = sum(p.numel() for p in student.parameters())
+    lines = [
+        "tadistill distill plan",
+        f"  teacher   {config.teacher.path}: {t} ({t_params / 1e6:.1f}M parameters)",
+        f"  student   {s}, init {config.student.init} ({s_params / 1e6:.1f}M parameters, {s_params / t_params:.0%} of the teacher)",
+        "  data",
+        *[f"    {source}" for source in corpus.sources],
+        "  objectives",
+        *[f"    {_describe_objective(n, w, o)}" for n, w, o in zip(objectives.names, objectives.weights, objectives.objectives)],
+        f"  budget    {total_steps} steps x {tokens_per_step:,} tokens/step = {total_steps * tokens_per_step:,} tokens"
+        + (f" (max_tokens {config.train.max_tokens:,})" if config.train.max_tokens else ""),
+    ]
+    if progress["step"]:
+        lines.append(f"  resuming  from step {progress['step']} ({progress['tokens']:,} tokens seen)")
+    return "\n".join(lines)
+
+
+def _describe_objective(name: str, weight: float, objective) -> str:
+    """One plan line: which student tensors learn from which teacher tensors."""
+
+    def taps(found) -> str:
+        by_kind: dict[str, list[int]] = {}
+        for tap in sorted(found):
+            by_kind.setdefault(tap.kind, []).append(tap.layer)
+        return " ".join(f"{kind}{layers}" for kind, layers in by_kind.items()) or "-"
+
+    line = f"{name} (weight {weight:g}): student {taps(objective.student_taps)} <- teacher {taps(objective.teacher_taps)}"
+    if getattr(objective, "layer_pairs", None):
+        line += f", layer pairs {[(s, list(t)) for s, t in objective.layer_pairs]}"
+    if objective.logit_positions:
+        line += f", logits at {objective.logit_positions} positions"
+    return line

@@ -1,0 +1,95 @@
+"""The real `tadistill distill` CLI on tiny teachers: every objective family learns, the
+student exports, bad runs fail before compute, and config changes on resume are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel, AutoModelForMaskedLM
+
+from tadistill.cli import main
+from tiny import make_sentences
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(make_sentences(600, seed=3, min_words=8, max_words=40)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher4(tiny_teacher_factory) -> Path:
+    return tiny_teacher_factory("bert", layers=4)
+
+
+def distill(config: str, teacher: Path, corpus: Path, output: Path, *extra: str) -> int:
+    args = ["distill", str(CONFIGS / f"{config}.yaml"), "--output", str(output),
+            "--set", f"teacher.path={teacher}", "--set", f"data.sources.0.path={corpus}", *extra]
+    return main(args)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("config", ["od", "hs", "minilmv2", "minilm", "tinybert", "direct-minilm", "mix"])
+def test_each_objective_family_learns(config, teacher4, corpus, tmp_path):
+    assert distill(config, teacher4, corpus, tmp_path / "run") == 0
+    curve = losses(tmp_path / "run")
+    assert len(curve) == 6  # 30 steps, a record every 5
+    assert all(map(lambda x: x == x and x < float("inf"), curve))
+    assert curve[-1] < 0.8 * curve[0], curve
+    assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta"])
+def test_other_families_distil_and_export(family, tiny_teacher_factory, corpus, tmp_path):
+    teacher = tiny_teacher_factory(family, layers=4)
+    run = tmp_path / "run"
+    assert distill("mix", teacher, corpus, run, "--set", "train.max_steps=10") == 0
+    metadata = json.loads((run / "student" / "tadistill.json").read_text())
+    assert metadata["steps"] == 10 and metadata["tokens_seen"] > 0
+    student = AutoModelForMaskedLM.from_pretrained(run / "student")
+    assert student.config.model_type == family and student.config.num_hidden_layers == 2
+    assert AutoModel.from_pretrained(run / "student").config.hidden_size == 48
+
+
+def test_run_directory_contents(teacher4, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert distill("minilmv2", teacher4, corpus, run, "--set", "train.max_steps=20") == 0
+    assert (run / "config.yaml").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000010", "step-00000020"]
+    assert list(run.glob("**/events.out.tfevents*")), "TensorBoard logs"
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"step", "tokens", "lr", "loss", "minilmv2/qq", "minilmv2/kk", "minilmv2/vv", "tokens_per_s"} <= set(record)
+
+
+def test_changed_config_is_refused_on_resume(teacher4, corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=10") == 0
+    code = distill("hs", teacher4, corpus, run, "--set", "train.max_steps=10", "--set", "train.learning_rate=0.5",
+                   "--resume", "auto")
+    assert code == 2
+    assert "train.learning_rate" in capsys.readouterr().err
+
+
+def test_bad_run_fails_before_compute_with_every_problem(teacher4, corpus, tmp_path, capsys):
+    code = distill("minilmv2", teacher4, corpus, tmp_path / "run", "--set", "objectives.0.relation_heads=5",
+                   "--set", "student.heads=5", "--set", "train.max_steps=0")
+    assert code == 2
+    err = capsys.readouterr().err
+    for key in ("student.heads", "train.max_steps"):
+        assert key in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_not_overwritten(teacher4, corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=10") == 0
+    assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=10") == 2
+    assert "--resume auto" in capsys.readouterr().err

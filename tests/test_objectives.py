@@ -1,0 +1,199 @@
+"""Objective registry: validation problems, defaults, declared taps, projections, combined losses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tadistill import losses
+from tadistill.arch import ModelShape
+from tadistill.errors import ConfigError
+from tadistill.objectives import OBJECTIVES, StepTensors, build_objectives, check_objectives
+from tadistill.taps import Tap
+
+TEACHER = ModelShape(layers=4, hidden=64, heads=4, intermediate=128, vocab_size=50)
+STUDENT = ModelShape(layers=2, hidden=48, heads=3, intermediate=96, vocab_size=50)
+SAME_WIDTH = ModelShape(layers=2, hidden=64, heads=4, intermediate=128, vocab_size=50)
+
+
+def problems_by_key(specs, teacher=TEACHER, student=STUDENT, lm_head=True) -> dict[str, str]:
+    return {p.key: p.message for p in check_objectives(specs, teacher, student, lm_head)}
+
+
+def test_every_problem_is_reported_at_once_with_its_key():
+    specs = [
+        ("minilmv3", 1.0, {}),
+        ("minilmv2", -1.0, {"relation_head": 4}),
+        ("minilmv2", 1.0, {"relation_heads": 48, "teacher_layer": 5, "student_layer": 0, "relations": ["qq", "qx"]}),
+        ("minilm", 1.0, {}),
+        ("od", 1.0, {"temperature": "hot"}),
+        ("hs", 1.0, {"mapping": "unifrom"}),
+        ("hs", 1.0, {"mapping": "explicit", "pairs": [[1, 9]]}),
+        ("tinybert", 1.0, {"heads": 4, "projection": "never"}),
+        ("direct-minilm", 1.0, {"tensors": ["q", "o"], "teacher_layer": True}),
+    ]
+    found = problems_by_key(specs)
+    assert "Did you mean 'minilmv2'" in found["objectives.0.name"]
+    assert "must be a number >= 0" in found["objectives.1.weight"]
+    assert "Did you mean 'relation_heads'" in found["objectives.1.relation_head"]
+    assert "relations" in found["objectives.1.relation_head"]  # the known options are listed
+    assert "does not divide the teacher width 64;" in found["objectives.2.relation_heads"]
+    assert "16" in found["objectives.2.relation_heads"]  # a value that would work
+    assert "1..4" in found["objectives.2.teacher_layer"] and "1..2" in found["objectives.2.student_layer"]
+    assert "q, k, v" in found["objectives.2.relations"]
+    assert "4 heads and the student 3" in found["objectives.3.heads"]
+    assert "expected float" in found["objectives.4.temperature"]
+    assert "Did you mean 'uniform'" in found["objectives.5.mapping"]
+    assert "1..4" in found["objectives.6.pairs"]
+    assert "projection 'auto'" in found["objectives.7.projection"]
+    assert "expected int or None" in found["objectives.8.teacher_layer"]  # a bool is not a layer
+    assert "tensors" not in found  # semantic checks wait for well-typed options
+    assert len(found) == 13
+
+
+def test_od_needs_a_teacher_lm_head_and_only_one_od():
+    found = problems_by_key([("od", 1.0, {}), ("od", 1.0, {"positions": "all"})], lm_head=False)
+    assert "masked-LM head" in found["objectives.0.name"]
+    assert "only one od" in found["objectives.1.name"]
+    assert "expected 'masked' or 'all'" in problems_by_key([("od", 1, {"positions": "some"})])["objectives.0.positions"]
+
+
+def test_valid_specs_have_no_problem():
+    specs = [
+        ("od", 5.0, {"alpha_mlm": 2, "alpha_cos": 1}),
+        ("hs", 1, {"mapping": "uniform-consecutive", "loss": "cosine", "embeddings": True}),
+        ("minilmv2", 1.0, {"relation_heads": 16, "relations": {"qk": 1.0, "vv": 0.5}}),
+        ("minilm", 1.0, {"heads": 4}),
+        ("tinybert", 1.0, {"heads": 8, "mapping": "explicit", "pairs": [[1, 2], [2, 4]]}),
+        ("direct-minilm", 1.0, {"teacher_layer": 3, "tensors": ["q", "k"]}),
+    ]
+    assert check_objectives(specs, TEACHER, STUDENT, True) == []
+    assert check_objectives([], TEACHER, STUDENT, True)[0].key == "objectives"
+
+
+def test_build_raises_every_problem():
+    with pytest.raises(ConfigError) as error:
+        build_objectives([("minilmv2", 1.0, {}), ("hs", 1.0, {"mapping": "all"})], TEACHER, STUDENT)
+    assert [p.key for p in error.value.problems] == ["objectives.0.relation_heads", "objectives.1.mapping"]
+
+
+def test_every_option_is_documented():
+    for name in OBJECTIVES:
+        options_class = OBJECTIVES.get(name)
+        for field in dataclasses.fields(options_class):
+            assert f"{field.name}" in options_class.__doc__, (name, field.name)
+
+
+def test_minilmv2_defaults_and_taps():
+    teacher = ModelShape(layers=12, hidden=768, heads=12, intermediate=3072, vocab_size=100)
+    student = ModelShape(layers=6, hidden=384, heads=12, intermediate=1536, vocab_size=100)
+    objectives = build_objectives([("minilmv2", 1.0, {})], teacher, student)
+    (minilmv2,) = objectives.objectives
+    assert (minilmv2.relation_heads, minilmv2.teacher_layer, minilmv2.student_layer) == (48, 12, 6)
+    assert minilmv2.relations == pytest.approx({"qq": 1 / 3, "kk": 1 / 3, "vv": 1 / 3})
+    assert objectives.teacher_taps == {Tap("query", 12), Tap("key", 12), Tap("value", 12)}
+    assert objectives.student_taps == {Tap("query", 6), Tap("key", 6), Tap("value", 6)}
+    assert not objectives.needs_mlm and not objectives.needs_logits
+    assert list(objectives.parameters()) == []  # relations need no projection
+
+
+def test_od_needs_mlm_only_for_masked_positions_or_hard_labels():
+    def flags(options):
+        objectives = build_objectives([("od", 1.0, options)], TEACHER, STUDENT)
+        return objectives.needs_mlm, objectives.logit_positions, objectives.deepest_teacher_layer
+
+    assert flags({}) == (True, "masked", 4)
+    assert flags({"positions": "all"}) == (False, "all", 4)
+    assert flags({"positions": "all", "alpha_mlm": 1.0}) == (True, "all", 4)
+
+
+def test_hs_taps_follow_the_mapping_and_projections_follow_the_widths():
+    objectives = build_objectives([("hs", 1.0, {"mapping": "uniform+last", "embeddings": True})], TEACHER, STUDENT)
+    assert objectives.teacher_taps == {Tap("hidden", layer) for layer in (0, 2, 4)}
+    assert objectives.student_taps == {Tap("hidden", layer) for layer in (0, 1, 2)}
+    shapes = [tuple(p.shape) for p in objectives.parameters()]
+    assert shapes == [(64, 48), (64,)] * 3  # one learned map per distilled student layer
+
+    def parameter_count(options):
+        return sum(p.numel() for p in build_objectives([("hs", 1.0, options)], TEACHER, SAME_WIDTH).parameters())
+
+    assert parameter_count({}) == 0
+    assert parameter_count({"projection": "always"}) == 64 * 64 + 64
+
+
+def random_step(teacher: ModelShape, student: ModelShape, batch=2, tokens=6, positions=4) -> StepTensors:
+    generator = torch.Generator().manual_seed(0)
+
+    def tensors(shape, requires_grad):
+        return {
+            Tap(kind, layer): torch.randn(batch, tokens, shape.hidden, generator=generator, requires_grad=requires_grad)
+            for kind in ("hidden", "query", "key", "value")
+            for layer in range(0 if kind == "hidden" else 1, shape.layers + 1)
+        }
+
+    mask = torch.ones(batch, tokens, dtype=torch.long)
+    mask[1, 4:] = 0
+    return StepTensors(
+        teacher=tensors(teacher, requires_grad=False),
+        student=tensors(student, requires_grad=True),
+        attention_mask=mask,
+        teacher_logits=torch.randn(positions, teacher.vocab_size, generator=generator),
+        student_logits=torch.randn(positions, student.vocab_size, generator=generator, requires_grad=True),
+        logit_labels=torch.tensor([3, -100, 7, 1]),
+    )
+
+
+def test_objectives_combine_with_weights_and_log_each_loss_by_name():
+    step = random_step(TEACHER, SAME_WIDTH)
+    specs = [
+        ("minilmv2", 2.0, {"relation_heads": 8, "relations": {"qk": 1.0, "vv": 0.5}}),
+        ("hs", 0.5, {"projection": "never"}),
+        ("od", 3.0, {"temperature": 1.0, "alpha_mlm": 0.25}),
+        ("hs", 1.0, {"loss": "cosine", "projection": "never"}),
+    ]
+    total, logged = build_objectives(specs, TEACHER, SAME_WIDTH)(step)
+    t, s, mask = step.teacher, step.student, step.attention_mask
+    student_qk, teacher_qk = (s[Tap("query", 2)], s[Tap("key", 2)]), (t[Tap("query", 4)], t[Tap("key", 4)])
+    qk = losses.attention_relation_kl(student_qk, teacher_qk, mask, 8)
+    vv = losses.attention_relation_kl(s[Tap("value", 2)], t[Tap("value", 4)], mask, 8)
+    hs_mse = losses.hidden_mse(s[Tap("hidden", 2)], t[Tap("hidden", 4)], mask)
+    hs_cos = losses.hidden_cosine(s[Tap("hidden", 2)], t[Tap("hidden", 4)], mask)
+    kl = losses.output_kl(step.student_logits, step.teacher_logits, None, 1.0)
+    mlm = losses.masked_lm_cross_entropy(step.student_logits, step.logit_labels)
+    expected = {
+        "minilmv2": qk + 0.5 * vv, "minilmv2/qk": qk, "minilmv2/vv": vv,
+        "hs.1": hs_mse,
+        "od": kl + 0.25 * mlm, "od/kl": kl, "od/mlm": mlm,
+        "hs.3": hs_cos,
+    }
+    assert logged.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(logged[name], value.detach(), msg=name)
+        assert not logged[name].requires_grad
+    torch.testing.assert_close(total, 2 * (qk + 0.5 * vv) + 0.5 * hs_mse + 3 * (kl + 0.25 * mlm) + hs_cos)
+    assert total.requires_grad
+
+
+@pytest.mark.parametrize(
+    "name, options, parts",
+    [
+        ("od", {"alpha_mlm": 1.0, "alpha_cos": 1.0}, {"od", "od/kl", "od/mlm", "od/cos"}),
+        ("hs", {"mapping": "uniform-consecutive", "embeddings": True}, {"hs"}),
+        ("minilmv2", {"relation_heads": 16}, {"minilmv2", "minilmv2/qq", "minilmv2/kk", "minilmv2/vv"}),
+        ("minilm", {"heads": 4}, {"minilm", "minilm/attention", "minilm/value"}),
+        ("tinybert", {"heads": 4}, {"tinybert", "tinybert/attention", "tinybert/hidden", "tinybert/embeddings"}),
+        ("direct-minilm", {}, {"direct-minilm", "direct-minilm/q", "direct-minilm/k", "direct-minilm/v"}),
+    ],
+)
+def test_each_objective_gives_finite_named_losses_across_widths(name, options, parts):
+    objectives = build_objectives([(name, 1.0, options)], TEACHER, STUDENT)
+    step = random_step(TEACHER, STUDENT)
+    total, logged = objectives(step)
+    assert set(logged) == parts
+    assert torch.isfinite(total) and total > 0
+    total.backward()
+    assert all(p.grad is not None for p in objectives.parameters())
+    read = [tensor for tap, tensor in step.student.items() if tap in objectives.student_taps]
+    assert read and all(tensor.grad is not None for tensor in read)
