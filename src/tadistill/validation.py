@@ -60,11 +60,10 @@ def _check_models(config: RunConfig, problems: list[Problem]):
     if any(p.key.startswith("student.") for p in problems):
         return t, None, has_lm_head
     s = adapter.shape(student_config(teacher_config, student.layers, student.hidden, student.heads, student.intermediate))
-    if s.hidden % s.heads:
+    if s.hidden % s.heads:  # reported, then checking goes on so every problem shows at once
         problems.append(
             Problem("student.heads", s.heads, f"must divide student.hidden={s.hidden} (head dim = hidden / heads)")
         )
-        return t, None, has_lm_head
     _check_init(student.init, student.init_layers, student.init_mapping, t, s, problems)
     return t, s, has_lm_head
 
