@@ -4,13 +4,14 @@ student exports, bad runs fail before compute, and config changes on resume are 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from tadistill.cli import main
-from tiny import make_sentences
+from tiny import make_sentences, make_tiny_teacher
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"
 
@@ -93,3 +94,39 @@ def test_existing_run_is_not_overwritten(teacher4, corpus, tmp_path, capsys):
     assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=10") == 0
     assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=10") == 2
     assert "--resume auto" in capsys.readouterr().err
+
+
+def test_od_without_teacher_lm_head_fails_before_compute(tmp_path, corpus, capsys):
+    headless = make_tiny_teacher("bert", tmp_path / "encoder", layers=4, with_lm_head=False)
+    assert distill("od", headless, corpus, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "objectives.0" in err and "head" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tokenizer_of_another_model_is_refused(teacher4, tiny_teacher_factory, corpus, tmp_path, capsys):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(teacher4, mixed)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a 300-token RoBERTa tokenizer on a 200-token model
+        shutil.copy(tiny_teacher_factory("roberta") / name, mixed / name)
+    assert distill("hs", mixed, corpus, tmp_path / "run") == 2
+    assert "does not belong to this model" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_refused(teacher4, corpus, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert distill("hs", teacher4, corpus, blocker / "run") == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_naming_objective_and_step(teacher4, corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = distill("hs", teacher4, corpus, run, "--set", "train.learning_rate=1e12", "--set", "train.max_grad_norm=1e30",
+                   "--set", "train.warmup_steps=0", "--set", "train.save_every=1")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss from objective(s) hs at step" in err
+    step = int(err.split(" at step ")[1].split(";")[0])
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept[-1] == f"step-{step - 1:08d}"  # the last good step, nothing after it
