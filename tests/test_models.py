@@ -136,3 +136,14 @@ def test_headless_teacher_loads_as_base_model(tmp_path):
 def test_missing_teacher_path_is_one_clear_error(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_teacher(str(tmp_path / "no" / "such-model"))
+
+
+def test_init_mapping_chooses_the_copied_blocks(tiny_teacher_factory):
+    teacher, _, _ = load_teacher(str(tiny_teacher_factory("bert", layers=4)))
+    student = build_student(teacher, student_config(teacher.config, layers=2), "teacher-layers",
+                            init_mapping="uniform-consecutive")  # groups (1, 2), (3, 4): copy 2 and 4
+    adapter = adapter_for(teacher)
+    assert torch.equal(adapter.qkv(student, 1)[0].weight, adapter.qkv(teacher, 2)[0].weight)
+    assert torch.equal(adapter.qkv(student, 2)[0].weight, adapter.qkv(teacher, 4)[0].weight)
+    with pytest.raises(ModelError, match="init_mapping 'last'"):
+        build_student(teacher, student_config(teacher.config, layers=2), "teacher-layers", init_mapping="last")

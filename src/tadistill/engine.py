@@ -8,6 +8,9 @@ The objectives declare the tensors they read; from that the step derives the lea
 - LM heads run only for `od`, and only on the positions its loss reads (the masked 15% by
   default), which skips most of a 30k-vocabulary projection.
 Mixed precision is the caller's (accelerate's autocast); the losses run in fp32.
+
+`distill_losses` is the step as a function; `Distiller` holds what trains (student and
+projections) as one module for accelerate/DDP and calls it.
 """
 
 from __future__ import annotations
@@ -99,16 +102,3 @@ def _logits(model: nn.Module, tensors: dict[Tap, Tensor], logit_mask: Tensor | N
     last_hidden = tensors[Tap("hidden", adapter.shape(model.config).layers)]  # (B, n, d)
     return head(last_hidden[logit_mask])  # (N, V)
 
-
-class Distiller(nn.Module):
-    """The trainable side of a step, student + objectives (with their projections), as one
-    module: data parallelism wraps it once, so gradients of both are synchronised, and its
-    forward is the whole step (the frozen teacher is passed in, never wrapped)."""
-
-    def __init__(self, student: nn.Module, objectives: Objectives):
-        super().__init__()
-        self.student = student
-        self.objectives = objectives
-
-    def forward(self, teacher: nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        return distill_losses(teacher, self.student, self.objectives, batch)

@@ -137,27 +137,36 @@ def build_student(
     config: PretrainedConfig,
     init: str = "random",
     init_layers: list[int] | None = None,
+    init_mapping: str = "uniform",
     seed: int = 0,
 ) -> nn.Module:
     """A student of the teacher's own class (masked-LM or base), initialised by `init`.
 
     `init_layers` are the teacher blocks (1-based) copied into student blocks 1..L_S,
-    for the `teacher-layers` and `teacher-slice` strategies.
+    for the `teacher-layers` and `teacher-slice` strategies; unset, `init_mapping` picks them.
     """
     torch.manual_seed(seed)
     model_class = type(teacher)
     student = model_class(config)
+    if init != "random" and init_layers is None:
+        init_layers = default_init_layers(shape_of(config).layers, shape_of(teacher).layers, init_mapping)
     INIT_STRATEGIES.get(init)(student, teacher, init_layers)
     return student
+
+
+INIT_MAPPINGS = ("uniform", "uniform-consecutive", "all")  # one teacher block per student block
 
 
 def default_init_layers(student_layers: int, teacher_layers: int, strategy: str = "uniform") -> list[int]:
     """One teacher block per student block, chosen by a layer-mapping strategy.
 
-    1-to-N strategies give several teacher blocks per student block; the last one of each
-    group is copied (the deepest block the student layer stands for).
+    `uniform-consecutive` gives each student block a group of teacher blocks; the last of
+    the group is copied (the deepest block the student layer stands for).
     """
     from tadistill.mapping import layer_map
+
+    if strategy not in INIT_MAPPINGS:
+        raise ModelError(f"init_mapping {strategy!r} cannot choose teacher blocks to copy; use one of {', '.join(INIT_MAPPINGS)}")
 
     return [teachers[-1] for _, teachers in layer_map(strategy, student_layers, teacher_layers)]
 
@@ -183,8 +192,6 @@ def _init_teacher_slice(student: nn.Module, teacher: nn.Module, init_layers: lis
 def _copy_from_teacher(student: nn.Module, teacher: nn.Module, init_layers: list[int] | None, slice_width: bool):
     adapter = adapter_for(teacher)
     s_shape, t_shape = adapter.shape(student.config), adapter.shape(teacher.config)
-    if init_layers is None:
-        init_layers = default_init_layers(s_shape.layers, t_shape.layers)
     if len(init_layers) != s_shape.layers or not all(1 <= t <= t_shape.layers for t in init_layers):
         raise ModelError(
             f"init_layers={init_layers} must list {s_shape.layers} teacher blocks, each in 1..{t_shape.layers}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tadistill.arch import ModelShape, adapter_for
 from tadistill.config import RunConfig
 from tadistill.errors import ModelError, Problem, TadistillError
-from tadistill.models import INIT_STRATEGIES, load_config, student_config
+from tadistill.models import INIT_MAPPINGS, INIT_STRATEGIES, load_config, student_config
 from tadistill.registry import did_you_mean
 
 
@@ -101,6 +101,10 @@ def _check_init(init, init_layers, init_mapping, t: ModelShape, s: ModelShape, p
         bad = [layer for layer in init_layers if not 1 <= layer <= t.layers]
         if bad:
             problems.append(Problem("student.init_layers", init_layers, f"blocks {bad} are outside the teacher's 1..{t.layers}"))
+    elif init_mapping not in INIT_MAPPINGS:
+        problems.append(
+            Problem("student.init_mapping", init_mapping, f"must give one teacher block per student block: use one of {', '.join(INIT_MAPPINGS)}, or list student.init_layers")
+        )
     else:
         from tadistill.mapping import layer_map
 

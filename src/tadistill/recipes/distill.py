@@ -66,6 +66,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
         init=s.init,
         init_layers=s.init_layers,
+        init_mapping=s.init_mapping,
         seed=train.seed,
     )
     if train.mixed_precision == "bf16":
