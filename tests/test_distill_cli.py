@@ -130,3 +130,13 @@ def test_non_finite_loss_stops_naming_objective_and_step(teacher4, corpus, tmp_p
     step = int(err.split(" at step ")[1].split(";")[0])
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert kept[-1] == f"step-{step - 1:08d}"  # the last good step, nothing after it
+
+
+def test_token_budget_ends_the_run(teacher4, corpus, tmp_path):
+    run = tmp_path / "run"
+    # batch 8 x 32 positions: at most 256 tokens a step, so 2,000 tokens take at least 8 steps
+    assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=null", "--set", "train.max_tokens=2000",
+                   "--set", "train.warmup_steps=0") == 0
+    metadata = json.loads((run / "student" / "tadistill.json").read_text())
+    assert metadata["tokens_seen"] >= 2000
+    assert metadata["tokens_seen"] - 256 < 2000  # it stopped at the first step past the budget
