@@ -31,6 +31,9 @@ class ConfigError(TadistillError):
         lines = [f"{len(self.problems)} problem(s){where}:"] + [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):  # rebuilt from its problems when it crosses a process boundary
+        return ConfigError, (self.problems, self.source)
+
 
 class DataError(TadistillError):
     """A corpus or dataset that cannot be used as given."""

@@ -68,7 +68,8 @@ def output_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | Non
 @_in_fp32
 def masked_lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Hard MLM loss: mean cross-entropy over positions whose label is not -100. Logits (..., V)."""
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
+    flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)  # (N, V), (N,)
+    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
