@@ -27,10 +27,10 @@ import yaml
 from tadistill.config import load_config
 from tadistill.data import build_corpus
 from tadistill.engine import distill_losses
-from tadistill.models import build_student, load_teacher, shape_of, student_config
+from tadistill.models import load_teacher, shape_of
 from tadistill.objectives import build_objectives
 from tadistill.quickstart.corpus import build_corpus as build_docstring_corpus
-from tadistill.recipes.distill import distill
+from tadistill.recipes.distill import distill, make_student
 
 OBJECTIVES = [{"name": "minilmv2", "relation_heads": 12}, {"name": "hs", "mapping": "last"}]
 
@@ -70,8 +70,7 @@ def recipe_tokens_per_s(config_path: Path, run_dir: Path) -> float:
 def bare_tokens_per_s(config_path: Path, args) -> float:
     config = load_config(config_path)
     teacher, tokenizer, _ = load_teacher(config.teacher.path)
-    s = config.student
-    student = build_student(teacher, student_config(teacher.config, s.layers), s.init, s.init_layers)
+    student = make_student(teacher, config.student, config.train.seed)
     if args.precision == "bf16":
         teacher.to(torch.bfloat16)
     objectives = build_objectives(config.objective_specs(), shape_of(teacher), shape_of(student))

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from tadistill.checkpoints import config_differences, read_progress, resolve_resume, save_checkpoint
-from tadistill.config import RunConfig, dump_yaml, to_dict
+from tadistill.config import RunConfig, StudentConfig, dump_yaml, to_dict
 from tadistill.data import build_corpus
 from tadistill.engine import Distiller
 from tadistill.errors import ConfigError, TadistillError
@@ -60,15 +60,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
 
     # ---- models: a frozen teacher (bf16 when training in bf16) and its student
     teacher, tokenizer, _ = load_teacher(config.teacher.path, config.teacher.revision, config.teacher.trust_remote_code)
-    s = config.student
-    student = build_student(
-        teacher,
-        student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
-        init=s.init,
-        init_layers=s.init_layers,
-        init_mapping=s.init_mapping,
-        seed=train.seed,
-    )
+    student = make_student(teacher, config.student, train.seed)
     if train.mixed_precision == "bf16":
         teacher.to(torch.bfloat16)
     teacher.to(accelerator.device)
@@ -199,6 +191,18 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
     accelerator.end_training()
     return out
+
+
+def make_student(teacher: torch.nn.Module, s: StudentConfig, seed: int) -> torch.nn.Module:
+    """The student a run config describes (the quickstart builds its "before" with it too)."""
+    return build_student(
+        teacher,
+        student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
+        init=s.init,
+        init_layers=s.init_layers,
+        init_mapping=s.init_mapping,
+        seed=seed,
+    )
 
 
 class _Stopped(TadistillError):

@@ -21,10 +21,10 @@ from transformers import AutoModel
 from tadistill.bench import count_parameters, random_inputs, summarize, time_forward
 from tadistill.config import RunConfig, load_config
 from tadistill.errors import ModelError, TadistillError
-from tadistill.models import build_student, load_teacher, student_config
+from tadistill.models import load_teacher
 from tadistill.quickstart.agreement import agreement, embed, pooling_mode
 from tadistill.quickstart.corpus import build_corpus
-from tadistill.recipes.distill import distill
+from tadistill.recipes.distill import distill, make_student
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
 # the sentence-transformers files of the teacher that describe pooling and normalisation,
@@ -69,15 +69,7 @@ def quickstart(
 
     # ---- the teacher's embeddings and those of the student before distillation, built as `distill` builds it
     teacher, tokenizer, _ = load_teacher(str(teacher_path))
-    s = config.student
-    initial = build_student(
-        teacher,
-        student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
-        init=s.init,
-        init_layers=s.init_layers,
-        init_mapping=s.init_mapping,
-        seed=config.train.seed,
-    )
+    initial = make_student(teacher, config.student, config.train.seed)
     teacher_emb = embed(teacher, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
     initial_emb = embed(initial, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
 
