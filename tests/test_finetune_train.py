@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState
 from transformers import AutoModelForSequenceClassification
 
 from finetune_data import write_task

@@ -112,7 +112,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     window = _LogWindow()
     stop_signal = None
 
-    def save(reason: str) -> Path:
+    def save() -> Path:
         accelerator.wait_for_everyone()
         path = None
         if accelerator.is_main_process:
@@ -130,14 +130,18 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                     block_log.add(batch["input_ids"])
                 with accelerator.accumulate(distiller):
                     total, parts = distiller(teacher, batch)
-                    _check_finite(total, parts, progress["step"] + 1, run_dir)
+                    # one host sync per micro-step: the batch's tokens over all processes, and
+                    # the summed loss, non-finite if any process's is (so all stop together)
+                    batch_tokens, loss_sum = accelerator.reduce(
+                        torch.stack([batch["attention_mask"].sum().float(), total.detach().float()]), reduction="sum"
+                    ).tolist()
+                    _check_finite(loss_sum, parts, progress["step"] + 1, run_dir)
                     accelerator.backward(total)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(distiller.parameters(), train.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                batch_tokens = accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item()
                 progress["tokens"] += int(batch_tokens)
                 window.add(total, parts, batch_tokens)
                 if not accelerator.sync_gradients:
@@ -152,7 +156,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                             f.write(json.dumps(record) + "\n")
                         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=progress["step"])
                 if progress["step"] % train.save_every == 0:
-                    save("periodic")
+                    save()
                 stop_signal = stop_requested()
                 if stop_signal or _budget_spent(progress, total_steps, train.max_tokens):
                     break
@@ -164,10 +168,10 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     bar.close()
 
     if stop_signal:
-        path = save("signal")
+        path = save()
         accelerator.end_training()
         raise _Stopped(stop_signal, progress["step"], path)
-    save("final")
+    save()
     out = run_dir / "student"
     # every process must end with the same weights; a mismatch means the ranks diverged
     digests = gather_object([_weights_digest(accelerator.unwrap_model(distiller).student)])
@@ -278,8 +282,8 @@ def _parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _check_finite(total: torch.Tensor, parts: dict, step: int, run_dir: Path) -> None:
-    if torch.isfinite(total).item():
+def _check_finite(loss_sum: float, parts: dict, step: int, run_dir: Path) -> None:
+    if math.isfinite(loss_sum):
         return
     bad = [name for name, value in parts.items() if not torch.isfinite(value).item()] or ["total"]
     raise TadistillError(
