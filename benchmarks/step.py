@@ -43,7 +43,8 @@ from transformers import BertConfig, BertForMaskedLM
 from tadistill.arch import ModelShape, adapter_for
 from tadistill.engine import distill_losses
 from tadistill.errors import ConfigError
-from tadistill.objectives import build_objectives, check_objectives
+from tadistill.config import ObjectiveConfig
+from tadistill.objectives import build_objectives, objective_problems
 from tadistill.taps import forward_taps
 
 # one representative configuration per objective family
@@ -106,7 +107,7 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     if precision == "bf16":
         teacher.to(torch.bfloat16)  # a frozen teacher is kept in bf16, as the distill recipe does
     shapes = [adapter_for(model).shape(model.config) for model in (teacher, student)]
-    objectives = build_objectives([(objective, 1.0, FAMILIES[objective])], *shapes)
+    objectives = build_objectives([ObjectiveConfig(objective, 1.0, FAMILIES[objective])], teacher=shapes[0], student=shapes[1])
     teacher.to(device), student.to(device), objectives.to(device)
     batch = random_batch(args.batch, args.seq, teacher.config.vocab_size, device)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -114,8 +115,8 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
 
     def step():
         with autocast:
-            total, _ = distill_losses(teacher, student, objectives, batch)
-        total.backward()
+            loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch)
+        loss.total.backward()
 
     def floor():
         with autocast:
@@ -174,8 +175,10 @@ def model_shape(layers: int, hidden: int, heads: int) -> ModelShape:
 
 def main() -> None:
     args = parse_args()
-    specs = [(objective, 1.0, FAMILIES[objective]) for objective in args.objectives]
-    problems = check_objectives(specs, model_shape(*args.teacher), model_shape(*args.student), teacher_has_lm_head=True)
+    specs = [ObjectiveConfig(objective, 1.0, FAMILIES[objective]) for objective in args.objectives]
+    problems = objective_problems(
+        specs, teacher=model_shape(*args.teacher), student=model_shape(*args.student), teacher_has_lm_head=True
+    )
     if problems:  # fail here, in one message, rather than in every worker
         raise SystemExit(str(ConfigError(problems)))
     on_cpu = args.device == "cpu"

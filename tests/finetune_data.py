@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tadistill.finetune.tasks import XNLI_LANGUAGES, get_task
+from tadistill.evaluation.tasks import XNLI_LANGUAGES, get_task
 from tiny import WORDS
 
 KEYWORDS = ("fast", "small", "deep")  # class i's first text contains KEYWORDS[i]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tadistill import cli
-from tadistill.bench import count_parameters, load_encoder, random_inputs, run_bench, summarize, time_forward
+from tadistill.measure import count_parameters, load_encoder, random_inputs, summarize, time_forward
+from tadistill.recipes.bench import run_bench
 from tadistill.errors import ModelError
 
 

@@ -7,8 +7,9 @@ import torch
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from transformers import AutoTokenizer
 
-from tadistill.data import build_corpus, mixture_probabilities
-from tadistill.errors import ConfigError, DataError
+from tadistill.config import DataConfig, SourceConfig
+from tadistill.data import build_corpus, corpus_problems, mixture_probabilities
+from tadistill.errors import DataError
 from tiny import make_sentences
 
 
@@ -30,8 +31,8 @@ def corpus_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def corpus(corpus_files, tokenizer, tmp_path_factory):
     sources = [
-        {"path": str(corpus_files / "en.txt"), "language": "en"},
-        {"path": str(corpus_files / "fr.txt"), "language": "fr", "documents": "line", "weight": 2.0},
+        SourceConfig(path=str(corpus_files / "en.txt"), language="en"),
+        SourceConfig(path=str(corpus_files / "fr.txt"), language="fr", documents="line", weight=2.0),
     ]
     cache = tmp_path_factory.mktemp("cache")
     return build_corpus(sources, tokenizer, max_seq_length=32, seed=5, sampling_alpha=0.5, cache_dir=str(cache))
@@ -74,26 +75,29 @@ def test_deterministic_for_a_seed(corpus, corpus_files, tokenizer, tmp_path):
     assert_same(
         batches(corpus.dataloader(8, mlm_probability=0.15)), batches(corpus.dataloader(8, mlm_probability=0.15))
     )
-    again = build_corpus([{"path": str(corpus_files / "en.txt")}], tokenizer, 32, seed=5, cache_dir=str(tmp_path))
-    other = build_corpus([{"path": str(corpus_files / "en.txt")}], tokenizer, 32, seed=6, cache_dir=str(tmp_path))
+    again = build_corpus([SourceConfig(path=str(corpus_files / "en.txt"))], tokenizer, 32, seed=5, cache_dir=str(tmp_path))
+    other = build_corpus([SourceConfig(path=str(corpus_files / "en.txt"))], tokenizer, 32, seed=6, cache_dir=str(tmp_path))
     first, second = batches(again.dataloader(8))[0], batches(other.dataloader(8))[0]
     assert not torch.equal(first["input_ids"], second["input_ids"])
 
 
-def test_resume_mid_epoch_gives_the_same_following_batches(corpus):
-    epoch_one = batches(corpus.dataloader(8, mlm_probability=0.15, epoch=1))
-    resumed = batches(corpus.dataloader(8, mlm_probability=0.15, epoch=1, skip_batches=3))
-    assert_same(resumed, epoch_one[3:])
-    epoch_zero = batches(corpus.dataloader(8, mlm_probability=0.15))
-    assert not torch.equal(epoch_zero[0]["input_ids"], epoch_one[0]["input_ids"])
+def epoch_batches(corpus, epoch: int, skip: int = 0) -> list[dict]:
+    """What the distill recipe iterates: a prepared loader, set to the epoch, the first batches skipped.
+
+    prepare_data_loader / skip_first_batches are what Accelerator.prepare / .skip_first_batches call.
+    """
+    loader = prepare_data_loader(corpus.dataloader(8, mlm_probability=0.15), put_on_device=False)
+    loader.set_epoch(epoch)
+    return batches(skip_first_batches(loader, skip) if skip else loader)
+
+
+def test_epochs_differ_and_replay_exactly(corpus):
+    assert_same(epoch_batches(corpus, 1), epoch_batches(corpus, 1))
+    assert not torch.equal(epoch_batches(corpus, 0)[0]["input_ids"], epoch_batches(corpus, 1)[0]["input_ids"])
 
 
 def test_resume_with_accelerate_skip_first_batches(corpus):
-    # prepare_data_loader / skip_first_batches are what Accelerator.prepare / .skip_first_batches call.
-    loader = prepare_data_loader(corpus.dataloader(8, mlm_probability=0.15), put_on_device=False)
-    loader.set_epoch(2)
-    full = batches(loader)
-    assert_same(full, batches(corpus.dataloader(8, mlm_probability=0.15, epoch=2)))
+    full = epoch_batches(corpus, 2)
     # What a resumed run does: a fresh prepared loader, the saved epoch, skip the batches done.
     restarted = prepare_data_loader(corpus.dataloader(8, mlm_probability=0.15), put_on_device=False)
     restarted.set_epoch(2)
@@ -141,8 +145,8 @@ def test_masking_rate_and_never_special_or_padding(corpus, tokenizer):
 
 def test_streaming_sources(corpus_files, tokenizer, tmp_path):
     sources = [
-        {"path": str(corpus_files / "en.txt"), "streaming": True},
-        {"path": str(corpus_files / "fr.txt"), "documents": "line", "streaming": True},
+        SourceConfig(path=str(corpus_files / "en.txt"), streaming=True),
+        SourceConfig(path=str(corpus_files / "fr.txt"), documents="line", streaming=True),
     ]
     corpus = build_corpus(sources, tokenizer, max_seq_length=32, seed=1, cache_dir=str(tmp_path))
     assert corpus.streaming and corpus.sources[0].blocks is None
@@ -150,21 +154,25 @@ def test_streaming_sources(corpus_files, tokenizer, tmp_path):
     full = batches(corpus.dataloader(8, mlm_probability=0.15))
     assert full[0]["input_ids"].shape == (8, 32) and "labels" in full[0]
     assert_same(full, batches(corpus.dataloader(8, mlm_probability=0.15)))
-    assert_same(batches(corpus.dataloader(8, mlm_probability=0.15, skip_batches=2)), full[2:])
+    assert_same(epoch_batches(corpus, 0, skip=2), full[2:])
 
 
 def test_bad_corpora_are_data_errors(corpus_files, tokenizer, tmp_path):
     (tmp_path / "blank.txt").write_text("\n   \n\n")
     with pytest.raises(DataError, match="blank.txt"):
-        build_corpus([{"path": str(tmp_path / "blank.txt")}], tokenizer, cache_dir=str(tmp_path))
+        build_corpus([SourceConfig(path=str(tmp_path / "blank.txt"))], tokenizer, cache_dir=str(tmp_path))
     with pytest.raises(DataError, match="data.sources is empty"):
         build_corpus([], tokenizer)
     with pytest.raises(DataError, match=r"nothing-\*\.txt.*matches no files"):
-        build_corpus([{"path": str(tmp_path / "nothing-*.txt")}], tokenizer)
+        build_corpus([SourceConfig(path=str(tmp_path / "nothing-*.txt"))], tokenizer)
 
 
-def test_config_mistakes_fail_before_reading(tokenizer):
-    with pytest.raises(ConfigError) as caught:
-        build_corpus([{"path": "never-read.txt", "langauge": "en", "weight": -1}], tokenizer, sampling_alpha=-0.5)
-    keys = [problem.key for problem in caught.value.problems]
-    assert keys == ["data.sources.0.langauge", "data.sources.0.weight", "data.sampling_alpha"]
+def test_corpus_problems_report_every_mistake_without_reading(tmp_path):
+    (tmp_path / "ok.txt").write_text("doc\n")
+    data = DataConfig(
+        sources=[SourceConfig(path=str(tmp_path / "ok.txt"), weight=-1), SourceConfig(path=str(tmp_path / "no.txt"))],
+        sampling_alpha=-0.5, max_seq_length=4, mlm_probability=1.5, on_decode_error="ignore",
+    )
+    keys = [problem.key for problem in corpus_problems(data)]
+    assert keys == ["data.sources.1.path", "data.sources.0.weight", "data.sampling_alpha", "data.max_seq_length",
+                    "data.mlm_probability", "data.on_decode_error"]

@@ -11,7 +11,8 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 
-from tadistill.data import check_source, read_documents, resolve_format
+from tadistill.config import SourceConfig
+from tadistill.data import read_documents, resolve_format, source_problems
 from tadistill.errors import DataError
 
 
@@ -176,24 +177,26 @@ def test_bad_options_are_rejected(tmp_path, read):
         read(path, on_decode_error="ignore")
 
 
-def test_check_source_reports_without_reading(tmp_path):
+def test_source_problems_report_without_reading(tmp_path):
     (tmp_path / "ok.txt").write_text("doc\n")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"body": "x"}) + "\n" + "not json at all\n")
     pyarrow.parquet.write_table(pyarrow.table({"content": ["x"]}), tmp_path / "t.parquet")
 
-    assert check_source(str(tmp_path / "ok.txt")) == []
-    assert check_source(str(tmp_path / "rows.jsonl"), text_field="body") == []
-    assert check_source("some-org/some-dataset") == []  # hub names need the network
+    def problems(path, **options):
+        return source_problems(SourceConfig(path=str(path), **options), "data.sources.0")
 
-    [missing] = check_source(str(tmp_path / "nope.txt"), key="data.sources.0")
+    assert problems(tmp_path / "ok.txt") == []
+    assert problems(tmp_path / "rows.jsonl", text_field="body") == []
+    assert problems("some-org/some-dataset") == []  # hub names need the network
+
+    [missing] = problems(tmp_path / "nope.txt")
     assert missing.key == "data.sources.0.path" and "no such file" in missing.message
-    [field] = check_source(str(tmp_path / "rows.jsonl"))
-    assert field.key == "source.text_field" and "fields: body" in field.message
-    [column] = check_source(str(tmp_path / "t.parquet"))
+    [field] = problems(tmp_path / "rows.jsonl")
+    assert field.key == "data.sources.0.text_field" and "fields: body" in field.message
+    [column] = problems(tmp_path / "t.parquet")
     assert "fields: content" in column.message
-    [fmt] = check_source(str(tmp_path / "ok.txt"), format="csv")
-    assert fmt.key == "source.path" and "format='csv'" in fmt.message
-    [mode] = check_source(str(tmp_path / "ok.txt"), documents="para")
-    assert mode.key == "source.documents"
-    [weight] = check_source(str(tmp_path / "ok.txt"), weight=0.0)
-    assert weight.key == "source.weight"
+    [fmt] = problems(tmp_path / "ok.txt", format="csv")
+    assert fmt.key == "data.sources.0.path" and "format='csv'" in fmt.message
+    [mode] = problems(tmp_path / "ok.txt", documents="para")
+    assert mode.key == "data.sources.0.documents"
+    assert problems(tmp_path / "ok.txt", weight=0.0) == []  # the mixture's to check, once

@@ -81,3 +81,50 @@ def test_resume_is_bitwise_exact(sig, setup, uninterrupted, tmp_path):
     assert final.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         assert torch.equal(final[name], tensor), name
+
+
+CRASH_WHILE_CHECKPOINTING = """
+import os, sys
+from pathlib import Path
+import accelerate
+from tadistill.cli import main
+
+save_state = accelerate.Accelerator.save_state
+calls = []
+
+def save_state_then_crash(self, output_dir=None, **kwargs):
+    save_state(self, output_dir, **kwargs)
+    calls.append(output_dir)
+    if len(calls) == 2:  # the second checkpoint: its weights half written, then the process dies
+        weights = Path(output_dir) / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        os._exit(137)
+
+accelerate.Accelerator.save_state = save_state_then_crash
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(setup, uninterrupted, tmp_path):
+    from tadistill.checkpoints import complete_checkpoints, resolve_resume
+
+    teacher, corpus = setup
+    output = tmp_path / "run"
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_WHILE_CHECKPOINTING)
+    crashed = run([sys.executable, str(script), *command(teacher, corpus, output)[3:]])
+    assert crashed.returncode == 137
+    previous = output / "checkpoints" / "step-00000010"
+    partial = output / "checkpoints" / ".tmp-step-00000020"
+    assert partial.is_dir() and not (output / "checkpoints" / "step-00000020").exists()
+    assert complete_checkpoints(output) == [previous]
+    assert resolve_resume(output, "auto") == previous  # the partial one is never picked
+    load_file(previous / "model.safetensors")  # intact
+
+    resumed = run(command(teacher, corpus, output, "--resume", "auto"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming  from step 10" in resumed.stdout
+    assert not partial.exists()  # cleaned up when the run continued
+    final = weights(output)
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(final[name], tensor), name

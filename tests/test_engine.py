@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import make_sentences
+from tiny import make_sentences, objective_configs
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
 
 from tadistill import losses
@@ -35,8 +35,8 @@ def load_pair(teacher_dir, student_hidden=48, student_heads=3):
     return teacher, AutoModelForMaskedLM.from_config(student_config)
 
 
-def shapes(teacher, student):
-    return adapter_for(teacher).shape(teacher.config), adapter_for(student).shape(student.config)
+def shapes(teacher, student) -> dict:
+    return {"teacher": adapter_for(teacher).shape(teacher.config), "student": adapter_for(student).shape(student.config)}
 
 
 def make_batch(teacher_dir, mlm: bool, size: int = 6):
@@ -57,8 +57,9 @@ def teacher_dir(request, tiny_teacher_factory):
 
 def test_every_objective_runs_on_each_family_across_widths_and_head_counts(teacher_dir):
     teacher, student = load_pair(teacher_dir)
-    objectives = build_objectives(ALL_OBJECTIVES, *shapes(teacher, student))
-    total, logged = distill_losses(teacher, student, objectives, make_batch(teacher_dir, mlm=objectives.needs_mlm))
+    objectives = build_objectives(objective_configs(ALL_OBJECTIVES), **shapes(teacher, student))
+    loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=make_batch(teacher_dir, mlm=objectives.needs_mlm))
+    total, logged = loss.total, loss.parts
     assert torch.isfinite(total) and total.dtype == torch.float32
     assert {"od", "hs", "minilmv2", "minilm", "tinybert", "direct-minilm"} <= logged.keys()
     assert all(torch.isfinite(value) for value in logged.values())
@@ -66,14 +67,14 @@ def test_every_objective_runs_on_each_family_across_widths_and_head_counts(teach
 
 def test_gradients_reach_only_the_student_and_projections_and_the_teacher_never_changes(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
-    objectives = build_objectives(ALL_OBJECTIVES, *shapes(teacher, student))
+    objectives = build_objectives(objective_configs(ALL_OBJECTIVES), **shapes(teacher, student))
     teacher_before = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
     optimizer = torch.optim.AdamW([*student.parameters(), *objectives.parameters()], lr=1e-2)
     batch = make_batch(bert_teacher_4l, mlm=True)
     for _ in range(2):
-        total, _ = distill_losses(teacher, student, objectives, batch)
+        loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch)
         optimizer.zero_grad()
-        total.backward()
+        loss.total.backward()
         optimizer.step()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objectives.parameters())
@@ -86,16 +87,16 @@ def test_gradients_reach_only_the_student_and_projections_and_the_teacher_never_
 def test_distiller_trains_the_student_and_projections_only(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
     student.eval()
-    objectives = build_objectives([("hs", 1.0, {"mapping": "uniform"}), ("od", 1.0, {})], *shapes(teacher, student))
+    objectives = build_objectives(objective_configs([("hs", 1.0, {"mapping": "uniform"}), ("od", 1.0, {})]), **shapes(teacher, student))
     distiller = Distiller(student, objectives)
     trained = {id(p) for p in distiller.parameters()}
     assert trained == {id(p) for p in [*student.parameters(), *objectives.parameters()]}
     assert not trained & {id(p) for p in teacher.parameters()}
     batch = make_batch(bert_teacher_4l, mlm=True)
-    total, logged = distiller(teacher, batch)
-    expected_total, expected_logged = distill_losses(teacher, student, objectives, batch)
-    torch.testing.assert_close(total, expected_total)
-    assert logged.keys() == expected_logged.keys()
+    loss = distiller(teacher, batch)
+    expected = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch)
+    torch.testing.assert_close(loss.total, expected.total)
+    assert loss.parts.keys() == expected.parts.keys()
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,9 @@ def test_losses_equal_full_forward_references(bert_teacher_4l):
         ("minilmv2", 1.0, {"relation_heads": 8, "teacher_layer": 3}),
         ("hs", 1.0, {"mapping": "uniform", "projection": "never"}),
     ]
-    objectives = build_objectives(specs, *shapes(teacher, student))
+    objectives = build_objectives(objective_configs(specs), **shapes(teacher, student))
     batch = make_batch(bert_teacher_4l, mlm=True)
-    _, logged = distill_losses(teacher, student, objectives, batch)
+    logged = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch).parts
 
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
@@ -121,21 +122,22 @@ def test_losses_equal_full_forward_references(bert_teacher_4l):
         full_student = student(**inputs, output_hidden_states=True)
     masked = batch["labels"] != -100
     mask = batch["attention_mask"]
-    kl = losses.output_kl(full_student.logits, full_teacher.logits, masked, 2.0)
+    kl = losses.output_kl(student=full_student.logits, teacher=full_teacher.logits, mask=masked, temperature=2.0)
     mlm = losses.masked_lm_cross_entropy(full_student.logits, batch["labels"])
     torch.testing.assert_close(logged["od/kl"], kl)
     torch.testing.assert_close(logged["od/mlm"], mlm)
 
     def qkv(model, hidden_states, layer):
-        return [projection(hidden_states[layer - 1]) for projection in adapter_for(model).qkv(model, layer)]
+        projections = adapter_for(model).qkv(model, layer)
+        return [projection(hidden_states[layer - 1]) for projection in (projections.query, projections.key, projections.value)]
 
     with torch.no_grad():
         teacher_qkv = qkv(teacher, full_teacher.hidden_states, 3)
         student_qkv = qkv(student, full_student.hidden_states, 2)
-    relations = [losses.attention_relation_kl(s, t, mask, 8) for s, t in zip(student_qkv, teacher_qkv)]
+    relations = [losses.attention_relation_kl(student=s, teacher=t, attention_mask=mask, relation_heads=8) for s, t in zip(student_qkv, teacher_qkv)]
     torch.testing.assert_close(logged["minilmv2"], sum(relations) / 3)
     hs = [  # uniform 4 -> 2: student 1 <- teacher 2, student 2 <- teacher 4
-        losses.hidden_mse(full_student.hidden_states[s], full_teacher.hidden_states[t], mask)
+        losses.hidden_mse(student=full_student.hidden_states[s], teacher=full_teacher.hidden_states[t], attention_mask=mask)
         for s, t in ((1, 2), (2, 4))
     ]
     torch.testing.assert_close(logged["hs"], sum(hs) / 2)
@@ -151,40 +153,41 @@ def test_lm_heads_run_only_for_od_and_only_on_masked_positions(bert_teacher_4l):
     _count_head_calls(teacher, calls)
     _count_head_calls(student, calls)
     batch = make_batch(bert_teacher_4l, mlm=True)
-    mha = build_objectives([("minilmv2", 1.0, {"relation_heads": 16})], *shapes(teacher, student))
-    distill_losses(teacher, student, mha, batch)
+    mha = build_objectives(objective_configs([("minilmv2", 1.0, {"relation_heads": 16})]), **shapes(teacher, student))
+    distill_losses(teacher=teacher, student=student, objectives=mha, batch=batch)
     assert calls == []
-    od = build_objectives([("od", 1.0, {})], *shapes(teacher, student))
-    distill_losses(teacher, student, od, batch)
+    od = build_objectives(objective_configs([("od", 1.0, {})]), **shapes(teacher, student))
+    distill_losses(teacher=teacher, student=student, objectives=od, batch=batch)
     masked = int((batch["labels"] != -100).sum())
     assert calls == [(masked, teacher.config.vocab_size)] * 2
 
 
 def test_a_micro_batch_without_masked_tokens_gives_zero_od_loss(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
-    od = build_objectives([("od", 1.0, {"alpha_mlm": 1.0})], *shapes(teacher, student))
+    od = build_objectives(objective_configs([("od", 1.0, {"alpha_mlm": 1.0})]), **shapes(teacher, student))
     batch = make_batch(bert_teacher_4l, mlm=True)
     batch["labels"] = torch.full_like(batch["labels"], -100)
-    total, logged = distill_losses(teacher, student, od, batch)
-    assert total.item() == 0.0 and logged["od/kl"].item() == 0.0
-    total.backward()  # still a graph to run backward on
+    loss = distill_losses(teacher=teacher, student=student, objectives=od, batch=batch)
+    assert loss.total.item() == 0.0 and loss.parts["od/kl"].item() == 0.0
+    loss.total.backward()  # still a graph to run backward on
 
 
 def test_plain_text_batches_serve_mha_and_hs(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
     specs = [("minilmv2", 1.0, {"relation_heads": 16}), ("hs", 1.0, {})]
-    objectives = build_objectives(specs, *shapes(teacher, student))
+    objectives = build_objectives(objective_configs(specs), **shapes(teacher, student))
     assert not objectives.needs_mlm
-    total, _ = distill_losses(teacher, student, objectives, make_batch(bert_teacher_4l, mlm=False))
-    assert torch.isfinite(total)
+    loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=make_batch(bert_teacher_4l, mlm=False))
+    assert torch.isfinite(loss.total)
 
 
 def test_bf16_teacher_under_autocast_gives_fp32_losses(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
     teacher.to(torch.bfloat16)
-    objectives = build_objectives(ALL_OBJECTIVES, *shapes(teacher, student))
+    objectives = build_objectives(objective_configs(ALL_OBJECTIVES), **shapes(teacher, student))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        total, logged = distill_losses(teacher, student, objectives, make_batch(bert_teacher_4l, mlm=True))
+        loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=make_batch(bert_teacher_4l, mlm=True))
+    total, logged = loss.total, loss.parts
     assert total.dtype == torch.float32 and torch.isfinite(total)
     assert all(value.dtype == torch.float32 for value in logged.values())
     total.backward()
@@ -195,15 +198,15 @@ def test_a_teacher_without_lm_head(bert_teacher_4l):
     _, student = load_pair(bert_teacher_4l)
     base_teacher = AutoModel.from_pretrained(bert_teacher_4l).eval()
     batch = make_batch(bert_teacher_4l, mlm=True)
-    mha = build_objectives([("minilmv2", 1.0, {"relation_heads": 16})], *shapes(base_teacher, student))
-    assert torch.isfinite(distill_losses(base_teacher, student, mha, batch)[0])
-    od = build_objectives([("od", 1.0, {})], *shapes(base_teacher, student))
+    mha = build_objectives(objective_configs([("minilmv2", 1.0, {"relation_heads": 16})]), **shapes(base_teacher, student))
+    assert torch.isfinite(distill_losses(teacher=base_teacher, student=student, objectives=mha, batch=batch).total)
+    od = build_objectives(objective_configs([("od", 1.0, {})]), **shapes(base_teacher, student))
     with pytest.raises(ModelError, match="no masked-LM head"):
-        distill_losses(base_teacher, student, od, batch)
+        distill_losses(teacher=base_teacher, student=student, objectives=od, batch=batch)
 
 
 def test_masked_positions_need_labels(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
-    od = build_objectives([("od", 1.0, {})], *shapes(teacher, student))
+    od = build_objectives(objective_configs([("od", 1.0, {})]), **shapes(teacher, student))
     with pytest.raises(DataError, match="no labels"):
-        distill_losses(teacher, student, od, make_batch(bert_teacher_4l, mlm=False))
+        distill_losses(teacher=teacher, student=student, objectives=od, batch=make_batch(bert_teacher_4l, mlm=False))

@@ -16,9 +16,9 @@ from finetune_data import (
     make_examples,
 )
 from tadistill.errors import DataError
-from tadistill.finetune import layouts
-from tadistill.finetune.layouts import load_task_data
-from tadistill.finetune.tasks import SUITES, TASKS, XNLI_LANGUAGES, get_task
+from tadistill.evaluation import layouts
+from tadistill.evaluation.layouts import load_task_data
+from tadistill.evaluation.tasks import SUITES, TASKS, XNLI_LANGUAGES, get_task
 
 GLUE_TASKS = [name for name in TASKS.names() if get_task(name).suite == "glue"]
 

@@ -8,9 +8,9 @@ import pytest
 
 from finetune_data import write_task
 from tadistill import cli
-from tadistill.finetune import sweep
-from tadistill.finetune.sweep import markdown_table, summarize_task
-from tadistill.finetune.tasks import XNLI_LANGUAGES, get_task
+from tadistill.recipes import sweep
+from tadistill.recipes.sweep import markdown_table, summarize_task
+from tadistill.evaluation.tasks import XNLI_LANGUAGES, get_task
 
 
 def mrpc_run(f1: float, accuracy: float) -> dict:

@@ -15,9 +15,9 @@ from transformers import AutoModelForSequenceClassification
 
 from finetune_data import write_task
 from tadistill import cli
-from tadistill.finetune.layouts import load_task_data
-from tadistill.finetune.tasks import TASKS, get_task
-from tadistill.finetune.train import encode, finetune, load_tokenizer
+from tadistill.evaluation.layouts import load_task_data
+from tadistill.evaluation.tasks import TASKS, get_task
+from tadistill.recipes.finetune import encode, finetune, load_tokenizer
 
 
 def prepared(model_dir, name, data_dir, max_seq_length=32):
@@ -56,7 +56,7 @@ def test_a_tiny_model_learns_a_keyword_task(bert_teacher, tmp_path):
 
 
 def test_stsb_gets_a_regression_head(bert_teacher):
-    from tadistill.finetune.train import load_classifier
+    from tadistill.recipes.finetune import load_classifier
 
     model = load_classifier(bert_teacher, get_task("stsb"))
     assert model.config.problem_type == "regression"
@@ -101,9 +101,9 @@ GATHER_SCRIPT = textwrap.dedent("""
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
-    from tadistill.finetune.layouts import load_task_data
-    from tadistill.finetune.tasks import get_task
-    from tadistill.finetune.train import encode, evaluate, load_classifier, load_tokenizer
+    from tadistill.evaluation.layouts import load_task_data
+    from tadistill.evaluation.tasks import get_task
+    from tadistill.recipes.finetune import encode, load_classifier, load_tokenizer, score_eval_sets
 
     model_dir, data_dir, out = sys.argv[1:]
     task = get_task("sst2")
@@ -119,7 +119,7 @@ GATHER_SCRIPT = textwrap.dedent("""
     dev = dev.remove_columns("label").add_column("label", [p if i < 7 else 1 - p for i, p in enumerate(own)])
     accelerator = Accelerator(cpu=True)
     model, loader = accelerator.prepare(model, DataLoader(dev, batch_size=4, collate_fn=collate))
-    metrics = evaluate(model, {"dev": loader}, task, accelerator)
+    metrics = score_eval_sets(model, {"dev": loader}, task, accelerator)
     if accelerator.is_main_process:
         json.dump({"processes": accelerator.num_processes, "accuracy": metrics["dev"]["accuracy"]}, open(out, "w"))
 """)
@@ -147,7 +147,7 @@ def test_predictions_are_gathered_once_each_across_two_processes(bert_teacher, t
 def test_bf16_is_refused_where_the_device_lacks_it(monkeypatch, bert_teacher, tmp_path):
     from tadistill.errors import ConfigError
 
-    monkeypatch.setattr("tadistill.finetune.train.is_bf16_available", lambda: False)
+    monkeypatch.setattr("tadistill.recipes.finetune.is_bf16_available", lambda: False)
     write_task(tmp_path / "data", "sst2", n_train=4, n_dev=2)
     task, data, tokenizer = prepared(bert_teacher, "sst2", tmp_path / "data")
     with pytest.raises(ConfigError, match="--precision"):

@@ -113,19 +113,19 @@ def _cases(x):
     mask = _mask()
     labels = torch.where(torch.arange(N).expand(B, N) % 3 == 0, torch.arange(N).expand(B, N) % V, -100)
     return [
-        ("output_kl", lambda m: losses.output_kl(x["logits_s"], x["logits_t"], m, 2.0),
+        ("output_kl", lambda m: losses.output_kl(student=x["logits_s"], teacher=x["logits_t"], mask=m, temperature=2.0),
          lambda m: _ref_output_kl(x["logits_s"], x["logits_t"], m, 2.0)),
-        ("hidden_mse", lambda m: losses.hidden_mse(x["hidden_s"], x["hidden_t"], m),
+        ("hidden_mse", lambda m: losses.hidden_mse(student=x["hidden_s"], teacher=x["hidden_t"], attention_mask=m),
          lambda m: _ref_hidden_mse(x["hidden_s"], x["hidden_t"], m)),
-        ("hidden_cosine", lambda m: losses.hidden_cosine(x["hidden_s"], x["hidden_t"], m),
+        ("hidden_cosine", lambda m: losses.hidden_cosine(student=x["hidden_s"], teacher=x["hidden_t"], attention_mask=m),
          lambda m: _ref_hidden_cosine(x["hidden_s"], x["hidden_t"], m)),
-        ("relation_kl", lambda m: losses.attention_relation_kl(x["q_s"], x["q_t"], m, 4),
+        ("relation_kl", lambda m: losses.attention_relation_kl(student=x["q_s"], teacher=x["q_t"], attention_mask=m, relation_heads=4),
          lambda m: _ref_relation_kl((x["q_s"], x["q_s"]), (x["q_t"], x["q_t"]), m, 4)),
-        ("cross_relation_kl", lambda m: losses.attention_relation_kl((x["q_s"], x["k_s"]), (x["q_t"], x["k_t"]), m, 2),
+        ("cross_relation_kl", lambda m: losses.attention_relation_kl(student=(x["q_s"], x["k_s"]), teacher=(x["q_t"], x["k_t"]), attention_mask=m, relation_heads=2),
          lambda m: _ref_relation_kl((x["q_s"], x["k_s"]), (x["q_t"], x["k_t"]), m, 2)),
-        ("attention_kl", lambda m: losses.attention_kl(x["q_s"], x["k_s"], x["q_t"], x["k_t"], m, 4),
+        ("attention_kl", lambda m: losses.attention_kl(student_query=x["q_s"], student_key=x["k_s"], teacher_query=x["q_t"], teacher_key=x["k_t"], attention_mask=m, heads=4),
          lambda m: _ref_relation_kl((x["q_s"], x["k_s"]), (x["q_t"], x["k_t"]), m, 4)),
-        ("score_mse", lambda m: losses.attention_score_mse(x["q_s"], x["k_s"], x["q_t"], x["k_t"], m, 4),
+        ("score_mse", lambda m: losses.attention_score_mse(student_query=x["q_s"], student_key=x["k_s"], teacher_query=x["q_t"], teacher_key=x["k_t"], attention_mask=m, heads=4),
          lambda m: _ref_score_mse(x["q_s"], x["k_s"], x["q_t"], x["k_t"], m, 4)),
     ], mask, labels
 
@@ -183,7 +183,7 @@ def test_all_masked_gives_zero_with_a_graph(tensors):
 def test_empty_logits_give_zero_with_a_graph():
     # od on a micro-batch where no token was masked: the engine hands over (0, V) logits
     student = torch.zeros(0, V, requires_grad=True)
-    value = losses.output_kl(student, torch.zeros(0, V), None, 2.0)
+    value = losses.output_kl(student=student, teacher=torch.zeros(0, V), mask=None, temperature=2.0)
     assert value.item() == 0.0 and value.requires_grad
     empty_labels = torch.zeros(0, dtype=torch.long)
     assert losses.masked_lm_cross_entropy(student, empty_labels).item() == 0.0
@@ -192,17 +192,17 @@ def test_empty_logits_give_zero_with_a_graph():
 def test_output_kl_without_mask_averages_every_position(tensors):
     everything = torch.ones(B, N, dtype=torch.long)
     flat_s, flat_t = tensors["logits_s"].reshape(-1, V), tensors["logits_t"].reshape(-1, V)
-    assert losses.output_kl(flat_s, flat_t, None, 1.0).item() == pytest.approx(
+    assert losses.output_kl(student=flat_s, teacher=flat_t, mask=None, temperature=1.0).item() == pytest.approx(
         _ref_output_kl(tensors["logits_s"], tensors["logits_t"], everything, 1.0), rel=1e-5
     )
 
 
 def test_output_kl_is_zero_for_equal_logits_and_scales_with_temperature_squared(tensors):
     logits = tensors["logits_t"]
-    assert losses.output_kl(logits, logits, None, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.output_kl(student=logits, teacher=logits, mask=None, temperature=2.0).item() == pytest.approx(0.0, abs=1e-6)
     mask = _mask()
     kl_t1 = _ref_output_kl(tensors["logits_s"] / 3, tensors["logits_t"] / 3, mask, 1.0)
-    kl_t3 = losses.output_kl(tensors["logits_s"], tensors["logits_t"], mask, 3.0)
+    kl_t3 = losses.output_kl(student=tensors["logits_s"], teacher=tensors["logits_t"], mask=mask, temperature=3.0)
     assert kl_t3.item() == pytest.approx(9 * kl_t1, rel=1e-5)
 
 

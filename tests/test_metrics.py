@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tadistill.finetune.metrics import METRICS, average_sets, compute_metrics, glue_average
+from tadistill.evaluation.metrics import METRICS, average_sets, compute_metrics, glue_average
 
 LABELS = np.array([1, 1, 0, 0, 1])
 PREDICTIONS = np.array([1, 0, 0, 1, 1])  # TP 2, FN 1, TN 1, FP 1

@@ -10,7 +10,8 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 from tadistill.arch import adapter_for
 from tadistill.errors import ModelError
-from tadistill.models import build_student, load_teacher, save_student, student_config
+from tadistill.config import StudentConfig
+from tadistill.models import build_student, load_teacher, save_student, student_config, student_problems
 from tiny import make_tiny_teacher
 
 
@@ -23,9 +24,10 @@ def _bert_param_count(vocab, positions, types, d, layers, inter):
 
 
 def test_student_shape_and_parameter_count(bert_teacher):
-    teacher, _, _ = load_teacher(str(bert_teacher))
+    loaded = load_teacher(str(bert_teacher))
+    teacher = loaded.model
     config = student_config(teacher.config, layers=1, hidden=32, heads=2)
-    student = build_student(teacher, config)
+    student = build_student(teacher=teacher, config=config)
     shape = adapter_for(student).shape(student.config)
     assert (shape.layers, shape.hidden, shape.heads, shape.intermediate) == (1, 32, 2, 128)  # 4 x hidden
     expected = _bert_param_count(teacher.config.vocab_size, 256, 2, 32, 1, 128)
@@ -33,15 +35,18 @@ def test_student_shape_and_parameter_count(bert_teacher):
 
 
 def test_shape_defaults_keep_teacher_values(bert_teacher):
-    teacher, _, _ = load_teacher(str(bert_teacher))
+    loaded = load_teacher(str(bert_teacher))
+    teacher = loaded.model
     shape = adapter_for(teacher).shape(student_config(teacher.config, layers=1))
     assert (shape.hidden, shape.heads, shape.intermediate) == (64, 4, 128)
 
 
 def test_teacher_layers_copies_tensors_exactly(any_teacher):
-    teacher, _, has_head = load_teacher(str(any_teacher))
+    loaded = load_teacher(str(any_teacher))
+    teacher = loaded.model
+    has_head = loaded.has_lm_head
     assert has_head
-    student = build_student(teacher, student_config(teacher.config, layers=1), "teacher-layers", init_layers=[2])
+    student = build_student(teacher=teacher, config=student_config(teacher.config, layers=1), init="teacher-layers", init_layers=[2])
     adapter = adapter_for(teacher)
     t_block, s_block = adapter.layer(teacher, 2), adapter.layer(student, 1)
     for (name, t), (_, s) in zip(t_block.state_dict().items(), s_block.state_dict().items()):
@@ -55,29 +60,43 @@ def test_teacher_layers_copies_tensors_exactly(any_teacher):
 
 
 def test_teacher_layers_default_mapping_is_uniform(tiny_teacher_factory):
-    teacher, _, _ = load_teacher(str(tiny_teacher_factory("bert", layers=4)))
-    student = build_student(teacher, student_config(teacher.config, layers=2), "teacher-layers")
+    loaded = load_teacher(str(tiny_teacher_factory("bert", layers=4)))
+    teacher = loaded.model
+    student = build_student(teacher=teacher, config=student_config(teacher.config, layers=2), init="teacher-layers")
     adapter = adapter_for(teacher)
     for s_index, t_index in ((1, 2), (2, 4)):  # uniform 4 -> 2: blocks 2 and 4
-        q_s, _, _ = adapter.qkv(student, s_index)
-        q_t, _, _ = adapter.qkv(teacher, t_index)
-        assert torch.equal(q_s.weight, q_t.weight)
+        assert torch.equal(adapter.qkv(student, s_index).query.weight, adapter.qkv(teacher, t_index).query.weight)
 
 
-def test_teacher_layers_refuses_other_width(bert_teacher):
-    teacher, _, _ = load_teacher(str(bert_teacher))
-    with pytest.raises(ModelError, match="teacher-slice"):
-        build_student(teacher, student_config(teacher.config, layers=1, hidden=32, heads=2), "teacher-layers", [1])
+def test_student_problems_name_each_key_once(bert_teacher):
+    from tadistill.models import load_model_config
+
+    teacher = load_model_config(str(bert_teacher))  # 2 layers x 64 wide, 4 heads
+    assert student_problems(StudentConfig(layers=1, init="teacher-layers", init_layers=[2]), teacher) == []
+
+    def problems(**student):
+        return {(p.key, str(p.value)) for p in student_problems(StudentConfig(**student), teacher)}
+
+    assert problems(layers=1, hidden=32, heads=2, intermediate=96, init="teacher-layers", init_layers=[1]) == {
+        ("student.hidden", "32"), ("student.heads", "2"), ("student.intermediate", "96")}
+    assert problems(layers=2, init="teacher-layers", init_mapping="last") == {("student.init_mapping", "last")}
+    assert problems(layers=2, init="teacher-layers", init_layers=[1, 3]) == {("student.init_layers", "[1, 3]")}
+    assert problems(layers=3, init="teacher-slice") == {("student.init_mapping", "uniform")}  # deeper than 2
+    assert problems(hidden=100, heads=12) == {("student.heads", "12")}
+    assert problems(layers=0, init="copy") == {("student.layers", "0"), ("student.init", "copy")}
+    # without the teacher (it could not be read) what needs none is still checked
+    assert {p.key for p in student_problems(StudentConfig(hidden=100, heads=12, init="copy"), None)} == {
+        "student.heads", "student.init"}
 
 
 def test_teacher_slice_truncates_heads_and_ffn(any_teacher):
-    teacher, tokenizer, _ = load_teacher(str(any_teacher))
+    loaded = load_teacher(str(any_teacher))
+    teacher, tokenizer = loaded.model, loaded.tokenizer
     # teacher 64 wide, 4 heads of 16; student 3 heads of 8 = 24 wide, FFN 40
     config = student_config(teacher.config, layers=1, hidden=24, heads=3, intermediate=40)
-    student = build_student(teacher, config, "teacher-slice", init_layers=[2])
+    student = build_student(teacher=teacher, config=config, init="teacher-slice", init_layers=[2])
     adapter = adapter_for(teacher)
-    q_t, _, _ = adapter.qkv(teacher, 2)
-    q_s, _, _ = adapter.qkv(student, 1)
+    q_t, q_s = adapter.qkv(teacher, 2).query, adapter.qkv(student, 1).query
     expected = torch.cat([q_t.weight[h * 16 : h * 16 + 8, :24] for h in range(3)])  # head by head
     assert torch.equal(q_s.weight, expected)
     assert torch.equal(q_s.bias, torch.cat([q_t.bias[h * 16 : h * 16 + 8] for h in range(3)]))
@@ -93,8 +112,9 @@ def test_teacher_slice_truncates_heads_and_ffn(any_teacher):
 
 
 def test_saved_student_loads_with_plain_transformers(any_teacher, tmp_path):
-    teacher, tokenizer, _ = load_teacher(str(any_teacher))
-    student = build_student(teacher, student_config(teacher.config, layers=1, hidden=32, heads=2), "teacher-slice")
+    loaded = load_teacher(str(any_teacher))
+    teacher, tokenizer = loaded.model, loaded.tokenizer
+    student = build_student(teacher=teacher, config=student_config(teacher.config, layers=1, hidden=32, heads=2), init="teacher-slice")
     out = save_student(student, tokenizer, tmp_path / "student", {"teacher": str(any_teacher)})
     assert (out / "model.safetensors").is_file()
     assert not list(out.glob("*.bin"))
@@ -111,8 +131,9 @@ def test_saved_student_loads_with_plain_transformers(any_teacher, tmp_path):
 
 
 def test_save_is_atomic_and_keeps_previous_on_failure(bert_teacher, tmp_path, monkeypatch):
-    teacher, tokenizer, _ = load_teacher(str(bert_teacher))
-    student = build_student(teacher, student_config(teacher.config, layers=1))
+    loaded = load_teacher(str(bert_teacher))
+    teacher, tokenizer = loaded.model, loaded.tokenizer
+    student = build_student(teacher=teacher, config=student_config(teacher.config, layers=1))
     out = save_student(student, tokenizer, tmp_path / "student", {"step": 1})
 
     def crash(*args, **kwargs):
@@ -127,7 +148,9 @@ def test_save_is_atomic_and_keeps_previous_on_failure(bert_teacher, tmp_path, mo
 
 def test_headless_teacher_loads_as_base_model(tmp_path):
     path = make_tiny_teacher("bert", tmp_path / "encoder", with_lm_head=False)
-    model, _, has_head = load_teacher(str(path))
+    loaded = load_teacher(str(path))
+    model = loaded.model
+    has_head = loaded.has_lm_head
     assert not has_head
     assert type(model).__name__ == "BertModel"
     assert not any(p.requires_grad for p in model.parameters())
@@ -139,11 +162,10 @@ def test_missing_teacher_path_is_one_clear_error(tmp_path):
 
 
 def test_init_mapping_chooses_the_copied_blocks(tiny_teacher_factory):
-    teacher, _, _ = load_teacher(str(tiny_teacher_factory("bert", layers=4)))
-    student = build_student(teacher, student_config(teacher.config, layers=2), "teacher-layers",
+    loaded = load_teacher(str(tiny_teacher_factory("bert", layers=4)))
+    teacher = loaded.model
+    student = build_student(teacher=teacher, config=student_config(teacher.config, layers=2), init="teacher-layers",
                             init_mapping="uniform-consecutive")  # groups (1, 2), (3, 4): copy 2 and 4
     adapter = adapter_for(teacher)
-    assert torch.equal(adapter.qkv(student, 1)[0].weight, adapter.qkv(teacher, 2)[0].weight)
-    assert torch.equal(adapter.qkv(student, 2)[0].weight, adapter.qkv(teacher, 4)[0].weight)
-    with pytest.raises(ModelError, match="init_mapping 'last'"):
-        build_student(teacher, student_config(teacher.config, layers=2), "teacher-layers", init_mapping="last")
+    assert torch.equal(adapter.qkv(student, 1).query.weight, adapter.qkv(teacher, 2).query.weight)
+    assert torch.equal(adapter.qkv(student, 2).query.weight, adapter.qkv(teacher, 4).query.weight)

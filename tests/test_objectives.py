@@ -9,9 +9,9 @@ import torch
 
 from tadistill import losses
 from tadistill.arch import ModelShape
-from tadistill.errors import ConfigError
-from tadistill.objectives import OBJECTIVES, StepTensors, build_objectives, check_objectives
+from tadistill.objectives import OBJECTIVES, StepTensors, build_objectives, objective_problems
 from tadistill.taps import Tap
+from tiny import objective_configs
 
 TEACHER = ModelShape(layers=4, hidden=64, heads=4, intermediate=128, vocab_size=50)
 STUDENT = ModelShape(layers=2, hidden=48, heads=3, intermediate=96, vocab_size=50)
@@ -19,7 +19,8 @@ SAME_WIDTH = ModelShape(layers=2, hidden=64, heads=4, intermediate=128, vocab_si
 
 
 def problems_by_key(specs, teacher=TEACHER, student=STUDENT, lm_head=True) -> dict[str, str]:
-    return {p.key: p.message for p in check_objectives(specs, teacher, student, lm_head)}
+    found = objective_problems(objective_configs(specs), teacher=teacher, student=student, teacher_has_lm_head=lm_head)
+    return {p.key: p.message for p in found}
 
 
 def test_every_problem_is_reported_at_once_with_its_key():
@@ -69,14 +70,13 @@ def test_valid_specs_have_no_problem():
         ("tinybert", 1.0, {"heads": 8, "mapping": "explicit", "pairs": [[1, 2], [2, 4]]}),
         ("direct-minilm", 1.0, {"teacher_layer": 3, "tensors": ["q", "k"]}),
     ]
-    assert check_objectives(specs, TEACHER, STUDENT, True) == []
-    assert check_objectives([], TEACHER, STUDENT, True)[0].key == "objectives"
+    assert objective_problems(objective_configs(specs), teacher=TEACHER, student=STUDENT, teacher_has_lm_head=True) == []
 
 
-def test_build_raises_every_problem():
-    with pytest.raises(ConfigError) as error:
-        build_objectives([("minilmv2", 1.0, {}), ("hs", 1.0, {"mapping": "all"})], TEACHER, STUDENT)
-    assert [p.key for p in error.value.problems] == ["objectives.0.relation_heads", "objectives.1.mapping"]
+def test_without_shapes_names_and_option_types_are_still_checked():
+    specs = [("minilmv3", 1.0, {}), ("minilmv2", 1.0, {"relation_heads": 5, "relation_head": 4}), ("od", 1.0, {})]
+    found = objective_problems(objective_configs(specs), teacher=None, student=None, teacher_has_lm_head=False)
+    assert [p.key for p in found] == ["objectives.0.name", "objectives.1.relation_head"]  # values need the shapes
 
 
 def test_every_option_is_documented():
@@ -89,7 +89,7 @@ def test_every_option_is_documented():
 def test_minilmv2_defaults_and_taps():
     teacher = ModelShape(layers=12, hidden=768, heads=12, intermediate=3072, vocab_size=100)
     student = ModelShape(layers=6, hidden=384, heads=12, intermediate=1536, vocab_size=100)
-    objectives = build_objectives([("minilmv2", 1.0, {})], teacher, student)
+    objectives = build_objectives(objective_configs([("minilmv2", 1.0, {})]), teacher=teacher, student=student)
     (minilmv2,) = objectives.objectives
     assert (minilmv2.relation_heads, minilmv2.teacher_layer, minilmv2.student_layer) == (48, 12, 6)
     assert minilmv2.relations == pytest.approx({"qq": 1 / 3, "kk": 1 / 3, "vv": 1 / 3})
@@ -101,7 +101,7 @@ def test_minilmv2_defaults_and_taps():
 
 def test_od_needs_mlm_only_for_masked_positions_or_hard_labels():
     def flags(options):
-        objectives = build_objectives([("od", 1.0, options)], TEACHER, STUDENT)
+        objectives = build_objectives(objective_configs([("od", 1.0, options)]), teacher=TEACHER, student=STUDENT)
         return objectives.needs_mlm, objectives.logit_positions, objectives.deepest_teacher_layer
 
     assert flags({}) == (True, "masked", 4)
@@ -110,14 +110,14 @@ def test_od_needs_mlm_only_for_masked_positions_or_hard_labels():
 
 
 def test_hs_taps_follow_the_mapping_and_projections_follow_the_widths():
-    objectives = build_objectives([("hs", 1.0, {"mapping": "uniform+last", "embeddings": True})], TEACHER, STUDENT)
+    objectives = build_objectives(objective_configs([("hs", 1.0, {"mapping": "uniform+last", "embeddings": True})]), teacher=TEACHER, student=STUDENT)
     assert objectives.teacher_taps == {Tap("hidden", layer) for layer in (0, 2, 4)}
     assert objectives.student_taps == {Tap("hidden", layer) for layer in (0, 1, 2)}
     shapes = [tuple(p.shape) for p in objectives.parameters()]
     assert shapes == [(64, 48), (64,)] * 3  # one learned map per distilled student layer
 
     def parameter_count(options):
-        return sum(p.numel() for p in build_objectives([("hs", 1.0, options)], TEACHER, SAME_WIDTH).parameters())
+        return sum(p.numel() for p in build_objectives(objective_configs([("hs", 1.0, options)]), teacher=TEACHER, student=SAME_WIDTH).parameters())
 
     assert parameter_count({}) == 0
     assert parameter_count({"projection": "always"}) == 64 * 64 + 64
@@ -153,14 +153,15 @@ def test_objectives_combine_with_weights_and_log_each_loss_by_name():
         ("od", 3.0, {"temperature": 1.0, "alpha_mlm": 0.25}),
         ("hs", 1.0, {"loss": "cosine", "projection": "never"}),
     ]
-    total, logged = build_objectives(specs, TEACHER, SAME_WIDTH)(step)
+    loss = build_objectives(objective_configs(specs), teacher=TEACHER, student=SAME_WIDTH)(step)
+    total, logged = loss.total, loss.parts
     t, s, mask = step.teacher, step.student, step.attention_mask
     student_qk, teacher_qk = (s[Tap("query", 2)], s[Tap("key", 2)]), (t[Tap("query", 4)], t[Tap("key", 4)])
-    qk = losses.attention_relation_kl(student_qk, teacher_qk, mask, 8)
-    vv = losses.attention_relation_kl(s[Tap("value", 2)], t[Tap("value", 4)], mask, 8)
-    hs_mse = losses.hidden_mse(s[Tap("hidden", 2)], t[Tap("hidden", 4)], mask)
-    hs_cos = losses.hidden_cosine(s[Tap("hidden", 2)], t[Tap("hidden", 4)], mask)
-    kl = losses.output_kl(step.student_logits, step.teacher_logits, None, 1.0)
+    qk = losses.attention_relation_kl(student=student_qk, teacher=teacher_qk, attention_mask=mask, relation_heads=8)
+    vv = losses.attention_relation_kl(student=s[Tap("value", 2)], teacher=t[Tap("value", 4)], attention_mask=mask, relation_heads=8)
+    hs_mse = losses.hidden_mse(student=s[Tap("hidden", 2)], teacher=t[Tap("hidden", 4)], attention_mask=mask)
+    hs_cos = losses.hidden_cosine(student=s[Tap("hidden", 2)], teacher=t[Tap("hidden", 4)], attention_mask=mask)
+    kl = losses.output_kl(student=step.student_logits, teacher=step.teacher_logits, mask=None, temperature=1.0)
     mlm = losses.masked_lm_cross_entropy(step.student_logits, step.logit_labels)
     expected = {
         "minilmv2": qk + 0.5 * vv, "minilmv2/qk": qk, "minilmv2/vv": vv,
@@ -188,9 +189,10 @@ def test_objectives_combine_with_weights_and_log_each_loss_by_name():
     ],
 )
 def test_each_objective_gives_finite_named_losses_across_widths(name, options, parts):
-    objectives = build_objectives([(name, 1.0, options)], TEACHER, STUDENT)
+    objectives = build_objectives(objective_configs([(name, 1.0, options)]), teacher=TEACHER, student=STUDENT)
     step = random_step(TEACHER, STUDENT)
-    total, logged = objectives(step)
+    loss = objectives(step)
+    total, logged = loss.total, loss.parts
     assert set(logged) == parts
     assert torch.isfinite(total) and total > 0
     total.backward()

@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from tadistill.cli import main
-from tadistill.config import load_config
 from tadistill.recipes.quickstart import CONFIG, format_table, quickstart_config, teacher_dir
-from tadistill.validation import validate_run
+from tadistill.validation import checked_run_config
 
 import sentence_transformers  # noqa: E402  (both come with the .[dev] extra: a missing one must fail)
 
@@ -76,12 +75,13 @@ def test_rerunning_into_the_same_directory_is_refused(short_run, capsys):
 def test_shipped_config_runs_with_tadistill_distill_once_the_paths_are_set(tmp_path):
     corpus = tmp_path / "train.txt"
     corpus.write_text("A line of text.\n")
-    config = load_config(CONFIG, [f"teacher.path={teacher_dir()}", f"data.sources.0.path={corpus}"])
-    assert validate_run(config) == []
+    config = checked_run_config(CONFIG, [f"teacher.path={teacher_dir()}", f"data.sources.0.path={corpus}"])
+    assert config.teacher.path == str(teacher_dir())
     assert CONFIG.read_text().startswith("# tadistill quickstart")
 
 
 def test_steps_rescale_the_warmup(tmp_path):
+    (tmp_path / "train.txt").write_text("A line of text.\n")
     config = quickstart_config(teacher_dir(), tmp_path / "train.txt", steps=200)
     assert (config.train.max_steps, config.train.warmup_steps) == (200, 10)
     assert config.data.sources[0].documents == "line"

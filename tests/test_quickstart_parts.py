@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 from tadistill.errors import DataError, ModelError
-from tadistill.quickstart.agreement import agreement, embed, mean_cosine, pooling_mode
-from tadistill.quickstart.corpus import build_corpus, clean, docstrings
+from tadistill.evaluation.embeddings import agreement, embed, mean_cosine, pooling_mode
+from tadistill.data.docstrings import build_docstring_corpus, clean, docstrings
 
 # ---------------------------------------------------------------- corpus
 
@@ -91,16 +91,16 @@ def test_clean_keeps_prose_on_one_line():
 
 
 def test_corpus_is_deterministic(fake_stdlib, tmp_path):
-    a = build_corpus(tmp_path / "a", seed=3, roots=[fake_stdlib], heldout_fraction=0.3)
-    b = build_corpus(tmp_path / "b", seed=3, roots=[fake_stdlib], heldout_fraction=0.3)
+    a = build_docstring_corpus(tmp_path / "a", seed=3, roots=[fake_stdlib], heldout_fraction=0.3)
+    b = build_docstring_corpus(tmp_path / "b", seed=3, roots=[fake_stdlib], heldout_fraction=0.3)
     assert a.train_path.read_bytes() == b.train_path.read_bytes()
     assert a.heldout_path.read_bytes() == b.heldout_path.read_bytes()
-    c = build_corpus(tmp_path / "c", seed=4, roots=[fake_stdlib], heldout_fraction=0.3)
+    c = build_docstring_corpus(tmp_path / "c", seed=4, roots=[fake_stdlib], heldout_fraction=0.3)
     assert set(_lines(c.heldout_path)) != set(_lines(a.heldout_path))
 
 
 def test_corpus_splits_by_source_file(fake_stdlib, tmp_path):
-    corpus = build_corpus(tmp_path / "out", seed=0, roots=[fake_stdlib], heldout_fraction=0.3)
+    corpus = build_docstring_corpus(tmp_path / "out", seed=0, roots=[fake_stdlib], heldout_fraction=0.3)
     train, heldout = _lines(corpus.train_path), _lines(corpus.heldout_path)
     assert train and heldout
     assert not set(train) & set(heldout)
@@ -115,7 +115,7 @@ def test_corpus_splits_by_source_file(fake_stdlib, tmp_path):
 
 
 def test_corpus_lines_are_whole_clean_documents(fake_stdlib, tmp_path):
-    corpus = build_corpus(tmp_path / "out", seed=0, roots=[fake_stdlib], heldout_fraction=0.3)
+    corpus = build_docstring_corpus(tmp_path / "out", seed=0, roots=[fake_stdlib], heldout_fraction=0.3)
     lines = _lines(corpus.train_path) + _lines(corpus.heldout_path)
     assert all(line.strip() == line and line for line in lines)  # no blank lines, no stray whitespace
     assert len(lines) == corpus.train_docs + corpus.heldout_docs == 24 * 3 + 1  # + the duplicate, once
@@ -125,7 +125,7 @@ def test_corpus_lines_are_whole_clean_documents(fake_stdlib, tmp_path):
 
 
 def test_corpus_size_caps(fake_stdlib, tmp_path):
-    corpus = build_corpus(tmp_path / "out", seed=0, roots=[fake_stdlib], max_train_bytes=1000, max_heldout_docs=2)
+    corpus = build_docstring_corpus(tmp_path / "out", seed=0, roots=[fake_stdlib], max_train_bytes=1000, max_heldout_docs=2)
     assert 0 < corpus.train_bytes <= 1000
     assert corpus.train_path.stat().st_size == corpus.train_bytes
     assert len(_lines(corpus.heldout_path)) == corpus.heldout_docs == 2
@@ -139,7 +139,7 @@ def test_vendored_copy_is_split_like_its_package(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             name = f"lib{i} {prefix or 'original'}"
             path.write_text(f'"""{PROSE.format(name=name)}"""\n')
-    corpus = build_corpus(tmp_path / "out", seed=1, roots=[root], heldout_fraction=0.5)
+    corpus = build_docstring_corpus(tmp_path / "out", seed=1, roots=[root], heldout_fraction=0.5)
     heldout = " ".join(_lines(corpus.heldout_path))
     for i in range(12):
         assert (f"lib{i} original," in heldout) == (f"lib{i} pip/_vendor/," in heldout)

@@ -47,6 +47,25 @@ def test_every_problem_is_listed_at_once(tiny_teacher_factory, tmp_path, capsys)
         assert line is not None and hint in line, (key, err)
 
 
+def test_a_structural_problem_hides_no_other(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "tacher: {path: x}\n"  # an unknown top-level key
+        f"teacher: {tmp_path / 'no-teacher'}\n"  # a teacher that does not exist
+        "student: {layers: 3, hidden: 100, heads: 12}\n"  # 12 heads do not divide 100
+        f"data: {{sources: [{{path: {tmp_path / 'corpus.txt'}}}]}}\n"
+        "objectives: [{name: hs}]\ntrain: {max_steps: 10}\n"
+    )
+    (tmp_path / "corpus.txt").write_text("some text\n")
+    assert main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err
+    problems = [line.strip() for line in err.splitlines() if line.strip().startswith("- ")]
+    assert len(problems) == 3, err
+    assert problems[0].startswith("- tacher=") and "Did you mean 'teacher'" in problems[0]
+    assert problems[1].startswith("- teacher.path=") and "does not exist" in problems[1]
+    assert problems[2].startswith("- student.heads=12") and "must divide student.hidden=100" in problems[2]
+
+
 def test_unreachable_teacher_is_one_line(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("some text\n")

@@ -121,3 +121,10 @@ def make_tiny_teacher(
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def objective_configs(entries) -> list:
+    """(name, weight, options) entries as the run config's `objectives` list."""
+    from tadistill.config import ObjectiveConfig
+
+    return [ObjectiveConfig(name=name, weight=weight, options=dict(options)) for name, weight, options in entries]

@@ -9,6 +9,7 @@ masked-LM model for the LM head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from torch import nn
 
@@ -31,6 +32,14 @@ class ModelShape:
         return f"{self.layers}L x {self.hidden}H x {self.heads}A x {self.intermediate}FFN"
 
 
+class AttentionProjections(NamedTuple):
+    """The query, key and value projections of one block."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+
+
 @dataclass(frozen=True)
 class ArchAdapter:
     family: str
@@ -41,6 +50,9 @@ class ArchAdapter:
     attention_output: str = "attention.output.dense"
     embeddings: str = "embeddings"
     lm_head: str | None = "lm_head"
+    # RoBERTa-style position ids start after the padding index, so pad_token_id + 1
+    # position embeddings are never used for tokens
+    positions_after_padding: bool = False
     # config attribute names, in the order: layers, hidden, heads, intermediate
     config_keys: tuple[str, str, str, str] = (
         "num_hidden_layers",
@@ -57,6 +69,17 @@ class ArchAdapter:
         """Config kwargs that set the given shape (for building a student config)."""
         return dict(zip(self.config_keys, (layers, hidden, heads, intermediate)))
 
+    def max_positions(self, config) -> int:
+        """The longest input (in tokens) the position embeddings cover."""
+        offset = config.pad_token_id + 1 if self.positions_after_padding else 0
+        return config.max_position_embeddings - offset
+
+    def checkpoint_has_lm_head(self, config) -> bool:
+        """Whether a checkpoint with this config was saved from a masked-LM class (its
+        `architectures`), so that its LM head holds trained weights rather than none."""
+        architectures = config.architectures or []
+        return self.lm_head is not None and any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures)
+
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
         return _get(model.base_model, self.layers)
 
@@ -67,9 +90,9 @@ class ArchAdapter:
             raise ModelError(f"layer {index} does not exist: the model has blocks 1..{len(blocks)}")
         return blocks[index - 1]
 
-    def qkv(self, model: nn.Module, index: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+    def qkv(self, model: nn.Module, index: int) -> AttentionProjections:
         block = self.layer(model, index)
-        return _get(block, self.query), _get(block, self.key), _get(block, self.value)
+        return AttentionProjections(_get(block, self.query), _get(block, self.key), _get(block, self.value))
 
     def embedding_module(self, model: nn.Module) -> nn.Module:
         return _get(model.base_model, self.embeddings)
@@ -93,9 +116,9 @@ def _get(root: nn.Module, path: str):
 
 ADAPTERS: dict[str, ArchAdapter] = {
     "bert": ArchAdapter("bert", lm_head="cls"),
-    "roberta": ArchAdapter("roberta"),
-    "xlm-roberta": ArchAdapter("xlm-roberta"),
-    "camembert": ArchAdapter("camembert"),
+    "roberta": ArchAdapter("roberta", positions_after_padding=True),
+    "xlm-roberta": ArchAdapter("xlm-roberta", positions_after_padding=True),
+    "camembert": ArchAdapter("camembert", positions_after_padding=True),
     # ELECTRA's generator head is two modules; the discriminator has none: no MLM logits.
     "electra": ArchAdapter("electra", lm_head=None),
     "distilbert": ArchAdapter(

@@ -1,46 +1,66 @@
-"""Checkpoint directories of a run: atomic writes, the latest complete one, pruning.
+"""Checkpoint directories of a run: written by every process, made complete atomically,
+found again by `--resume auto`, pruned.
 
-A checkpoint is written into a temporary sibling directory and renamed into place only
-when everything (accelerate's state and our `progress.json`) is on disk, so a crash
-mid-write never leaves a directory that looks complete.
+Every process joins `accelerator.save_state` into one temporary directory with a fixed
+name (`.tmp-step-N`): the main process writes the weights, optimizer and scheduler, and
+each process its own RNG state (an FSDP save needs every process too). Then the main
+process writes `progress.json` and renames the directory into place (`step-N`): a crash
+at any point before the rename leaves a temporary directory that is never taken for a
+checkpoint and is removed when the run continues. Barriers keep the processes together.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
+
+from accelerate import Accelerator
 
 from tadistill.errors import TadistillError
 
 PROGRESS_FILE = "progress.json"
+PARTIAL_PREFIX = ".tmp-step-"
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(run_dir: Path, step: int, write_state: Callable[[Path], None], progress: dict, keep: int) -> Path:
-    """Write a checkpoint for `step` atomically and keep only the newest `keep` ones.
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, keep: int) -> Path:
+    """Write the checkpoint of step `progress["step"]` from every process and keep the newest `keep`.
 
-    `write_state(tmp_dir)` writes the training state (e.g. `accelerator.save_state`).
+    A step already saved (a stop signal right after a periodic save) is not written again:
+    nothing has changed since.
     """
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    write_state(tmp)
-    (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=2) + "\n")
-    if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
-        shutil.rmtree(final)
-    tmp.rename(final)
-    for old in complete_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old)
+    final = root / f"step-{progress['step']:08d}"
+    partial = root / f"{PARTIAL_PREFIX}{progress['step']:08d}"
+    accelerator.wait_for_everyone()
+    if (final / PROGRESS_FILE).is_file():
+        return final
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        if partial.exists():
+            shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=2) + "\n")
+        partial.rename(final)
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
     return final
+
+
+def remove_partial_checkpoints(run_dir: Path) -> None:
+    """Delete the temporary directories that a crash while checkpointing left behind."""
+    root = checkpoint_dir(run_dir)
+    if root.is_dir():
+        for partial in root.glob(f"{PARTIAL_PREFIX}*"):
+            shutil.rmtree(partial)
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -48,7 +68,7 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / PROGRESS_FILE).is_file()]
+    found = [p for p in root.iterdir() if p.name.startswith("step-") and (p / PROGRESS_FILE).is_file()]
     return sorted(found, key=lambda p: p.name)
 
 

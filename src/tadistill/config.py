@@ -1,8 +1,12 @@
 """Run configuration: typed dataclasses, YAML with `include`, `key=value` overrides.
 
-Loading reports every structural problem at once (unknown keys with "did you mean",
-wrong types, bad override paths) as one ConfigError. Checks that need the teacher's
-config or the file system live in `tadistill.validation`.
+`read_run_config` returns the config with every *structural* problem (unknown keys with
+"did you mean", wrong types, required keys left out, bad override paths); a value of the
+wrong type is replaced by the key's default, so the checks of the values (the owners'
+`*_problems` functions, gathered by `tadistill.validation`) always run on well-typed
+input and nothing is reported twice. `teacher: PATH` is short for `teacher: {path: PATH}`.
+Shipped configs are package data (`tadistill/configs/`); `resolve_config_path` finds
+them by their path in the source tree (`configs/paper/en/od-6x384.yaml`) from anywhere.
 
 YAML shape::
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +36,13 @@ import yaml
 
 from tadistill.errors import ConfigError, Problem
 from tadistill.registry import did_you_mean
+
+# what a run cannot do without; checked on the YAML (present or not), never on the values
+REQUIRED = {
+    "teacher.path": "set the teacher: a local model directory or hub id",
+    "data.sources": "list at least one corpus source, e.g. [{path: corpus.txt}]",
+    "objectives": "list at least one objective, e.g. [{name: minilmv2}]",
+}
 
 
 @dataclass
@@ -109,8 +121,6 @@ class RunConfig:
     objectives: list[ObjectiveConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def objective_specs(self) -> list[tuple[str, float, dict]]:
-        return [(o.name, o.weight, dict(o.options)) for o in self.objectives]
 
 
 # ---------------------------------------------------------------- YAML + includes
@@ -196,6 +206,8 @@ def _set_path(node: Any, parts: list[str], value: Any, full_key: str) -> Problem
 
 def build(cls: type, data: Any, key: str, problems: list[Problem]) -> Any:
     """Convert plain YAML data to dataclass `cls`, appending every problem found."""
+    if cls is TeacherConfig and isinstance(data, str):  # `teacher: PATH`
+        data = {"path": data}
     if not isinstance(data, dict):
         problems.append(Problem(key or "config", data, f"expected a mapping for {cls.__name__}"))
         return cls()
@@ -213,8 +225,13 @@ def build(cls: type, data: Any, key: str, problems: list[Problem]) -> Any:
         if name not in names:
             problems.append(Problem(child, value, f"unknown key.{did_you_mean(str(name), names)} Known: {', '.join(names)}"))
             continue
-        kwargs[name] = _convert(hints[name], value, child, problems)
+        converted = _convert(hints[name], value, child, problems)
+        if converted is not _WRONG_TYPE:  # reported; the key keeps its default
+            kwargs[name] = converted
     return cls(**kwargs)
+
+
+_WRONG_TYPE = object()
 
 
 def _convert(tp: Any, value: Any, key: str, problems: list[Problem]) -> Any:
@@ -229,12 +246,13 @@ def _convert(tp: Any, value: Any, key: str, problems: list[Problem]) -> Any:
     if origin is list:
         if not isinstance(value, list):
             problems.append(Problem(key, value, "expected a list"))
-            return []
-        return [_convert(args[0], v, f"{key}.{i}", problems) for i, v in enumerate(value)]
+            return _WRONG_TYPE
+        items = [_convert(args[0], v, f"{key}.{i}", problems) for i, v in enumerate(value)]
+        return [item for item in items if item is not _WRONG_TYPE]
     if origin is dict or tp is Any:
         if origin is dict and not isinstance(value, dict):
             problems.append(Problem(key, value, "expected a mapping"))
-            return {}
+            return _WRONG_TYPE
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -245,18 +263,57 @@ def _convert(tp: Any, value: Any, key: str, problems: list[Problem]) -> Any:
             pass
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         problems.append(Problem(key, value, f"expected {tp.__name__}, got {type(value).__name__}"))
-        return value
+        return _WRONG_TYPE
     return value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a run config file with overrides; raise ConfigError listing every structural problem."""
-    data = read_yaml(path)
+def read_run_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, list[Problem]]:
+    """A run config file with its overrides, and every structural problem found in it.
+
+    The checks of the values need the teacher and the file system: `tadistill.validation`.
+    """
+    data = read_yaml(resolve_config_path(path))
     problems = apply_overrides(data, list(overrides))
-    config = build(RunConfig, data, "", problems)
-    if problems:
-        raise ConfigError(problems, source=str(path))
-    return config
+    problems += required_problems(data)
+    return build(RunConfig, data, "", problems), problems
+
+
+def required_problems(data: dict) -> list[Problem]:
+    """The required keys missing from (or empty in) the YAML, and a missing training budget."""
+    teacher = data.get("teacher")
+    given = {
+        "teacher.path": teacher.get("path") if isinstance(teacher, dict) else teacher,  # `teacher: PATH`
+        "data.sources": data["data"].get("sources") if isinstance(data.get("data"), dict) else None,
+        "objectives": data.get("objectives"),
+    }
+    problems = [Problem(key, given[key], message) for key, message in REQUIRED.items() if given[key] in (None, "", [])]
+    train = data.get("train")
+    if not isinstance(train, dict) or (train.get("max_steps") is None and train.get("max_tokens") is None):
+        problems.append(Problem("train.max_steps", None, "set train.max_steps and/or train.max_tokens (the budget)"))
+    return problems
+
+
+# ---------------------------------------------------------------- shipped configs
+
+
+def shipped_configs() -> Path:
+    """The directory of the configs shipped with tadistill (package data)."""
+    return Path(str(importlib.resources.files("tadistill") / "configs"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """`path` when it exists; else the shipped config of that name (`configs/tiny/hs.yaml`
+    or `tiny/hs.yaml`), so the README's commands run from any directory."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    relative = given.parts[1:] if given.parts[:1] == ("configs",) else given.parts
+    shipped = shipped_configs().joinpath(*relative) if relative else None
+    if shipped is not None and shipped.is_file():
+        return shipped
+    names = sorted(str(p.relative_to(shipped_configs().parent)) for p in shipped_configs().rglob("*.yaml"))
+    hint = did_you_mean(str(given), names)
+    raise ConfigError([Problem("config", str(path), f"no such file, and no shipped config of that name.{hint}")])
 
 
 def to_dict(config: RunConfig) -> dict:

@@ -23,14 +23,12 @@ from torch import Tensor, nn
 from tadistill.arch import adapter_for
 from tadistill.errors import DataError, ModelError
 from tadistill.losses import IGNORE_INDEX
-from tadistill.objectives import Objectives, StepTensors
+from tadistill.objectives import Loss, Objectives, StepTensors
 from tadistill.taps import Tap, forward_taps
 
 
-def distill_losses(
-    teacher: nn.Module, student: nn.Module, objectives: Objectives, batch: Mapping[str, Tensor]
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """(total loss, {loss name: detached loss}) for one micro-batch.
+def distill_losses(*, teacher: nn.Module, student: nn.Module, objectives: Objectives, batch: Mapping[str, Tensor]) -> Loss:
+    """The total loss and every named loss (detached) of one micro-batch.
 
     `teacher` and `student` are *ForMaskedLM models (the teacher may be a base model when
     no objective reads logits); the teacher should be in eval mode and frozen. `batch` has
@@ -70,8 +68,8 @@ class Distiller(nn.Module):
         self.student = student
         self.objectives = objectives
 
-    def forward(self, teacher: nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        return distill_losses(teacher, self.student, self.objectives, batch)
+    def forward(self, teacher: nn.Module, batch: Mapping[str, Tensor]) -> Loss:
+        return distill_losses(teacher=teacher, student=self.student, objectives=self.objectives, batch=batch)
 
 
 def _logit_positions(positions: str | None, batch: Mapping[str, Tensor]) -> Tensor | None:

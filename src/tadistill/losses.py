@@ -54,13 +54,13 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
 
 
 @_in_fp32
-def output_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None, temperature: float) -> Tensor:
+def output_kl(*, student: Tensor, teacher: Tensor, mask: Tensor | None, temperature: float) -> Tensor:
     """T^2 * mean over selected positions of KL(softmax(t/T) || softmax(s/T)), summed over the vocabulary.
 
-    Logits are (..., V); `mask` (...) selects positions, None selects all.
+    `student` and `teacher` are logits (..., V); `mask` (...) selects positions, None selects all.
     """
-    student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True).sum(-1)  # (...)
     return temperature**2 * _masked_mean(kl, mask)
 
@@ -74,13 +74,13 @@ def masked_lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 @_in_fp32
-def hidden_mse(student: Tensor, teacher: Tensor, attention_mask: Tensor) -> Tensor:
+def hidden_mse(*, student: Tensor, teacher: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean squared error over valid tokens and features; both (B, n, d)."""
     return _masked_mean((student - teacher).pow(2).mean(-1), attention_mask)
 
 
 @_in_fp32
-def hidden_cosine(student: Tensor, teacher: Tensor, attention_mask: Tensor) -> Tensor:
+def hidden_cosine(*, student: Tensor, teacher: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean over valid tokens of 1 - cos(student, teacher); both (B, n, d)."""
     return _masked_mean(1 - F.cosine_similarity(student, teacher, dim=-1), attention_mask)
 
@@ -109,7 +109,7 @@ def _padding_bias(key_mask: Tensor) -> Tensor:
 
 @_in_fp32
 def attention_relation_kl(
-    student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int
+    *, student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int
 ) -> Tensor:
     """MiniLMv2 relation loss between student (B, n, d_S) and teacher (B, n, d_T) tensors.
 
@@ -131,6 +131,7 @@ def attention_relation_kl(
 
 
 def attention_kl(
+    *,
     student_query: Tensor,
     student_key: Tensor,
     teacher_query: Tensor,
@@ -144,11 +145,17 @@ def attention_kl(
     keys, averaged over heads and valid query tokens. It is the Q-K relation of MiniLMv2
     with one relation head per attention head.
     """
-    return attention_relation_kl((student_query, student_key), (teacher_query, teacher_key), attention_mask, heads)
+    return attention_relation_kl(
+        student=(student_query, student_key),
+        teacher=(teacher_query, teacher_key),
+        attention_mask=attention_mask,
+        relation_heads=heads,
+    )
 
 
 @_in_fp32
 def attention_score_mse(
+    *,
     student_query: Tensor,
     student_key: Tensor,
     teacher_query: Tensor,

@@ -11,55 +11,106 @@ import os
 import shutil
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from tadistill.arch import ArchAdapter, ModelShape, adapter_for
-from tadistill.errors import ModelError
+from tadistill.config import StudentConfig, TeacherConfig
+from tadistill.errors import ModelError, Problem, TadistillError
 from tadistill.registry import Registry
 
 INIT_STRATEGIES: Registry = Registry("student init strategy")
+INIT_MAPPINGS = ("uniform", "uniform-consecutive", "all")  # one teacher block per student block
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_config(path: str, revision: str | None = None, trust_remote_code: bool = False) -> PretrainedConfig:
+@dataclass(frozen=True)
+class Teacher:
+    """A loaded teacher: frozen model in eval mode, its tokenizer, and whether the model
+    carries its trained masked-LM head (so that `od` can read its logits)."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    has_lm_head: bool
+
+
+def load_model_config(path: str, revision: str | None = None, trust_remote_code: bool = False) -> PretrainedConfig:
     """The model config of a local directory or hub id, with one-line errors."""
     _check_hub_reachable(path)
     with _friendly_load_errors(path):
         return AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
 
 
-def load_teacher(
-    path: str, revision: str | None = None, trust_remote_code: bool = False
-) -> tuple[nn.Module, object, bool]:
-    """(model, tokenizer, has_lm_head), frozen and in eval mode.
+def load_teacher(path: str, revision: str | None = None, trust_remote_code: bool = False) -> Teacher:
+    """The teacher of a local directory or hub id, frozen and in eval mode.
 
     Checkpoints saved from a masked-LM (or pre-training) class load with their LM head;
     others (e.g. sentence-transformers encoders) load as the base model, so a randomly
     initialised head can never pass for the teacher's.
     """
-    config = load_config(path, revision, trust_remote_code)
-    architectures = config.architectures or []
-    wants_head = any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures)
+    config = load_model_config(path, revision, trust_remote_code)
+    adapter = adapter_for(config)
+    wants_head = adapter.checkpoint_has_lm_head(config)
     model_class = AutoModelForMaskedLM if wants_head else AutoModel
     with _friendly_load_errors(path):
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
         model, info = model_class.from_pretrained(
             path, revision=revision, trust_remote_code=trust_remote_code, output_loading_info=True
         )
-    adapter = adapter_for(model)
     head = adapter.lm_head_module(model) if wants_head else None
     head_names = {f"{adapter.lm_head}.{name}" for name, _ in head.named_parameters()} if head is not None else set()
     has_lm_head = head is not None and not (set(info["missing_keys"]) & head_names)
     if wants_head and not has_lm_head:
         model = model.base_model
     model.eval().requires_grad_(False)
-    return model, tokenizer, has_lm_head
+    return Teacher(model=model, tokenizer=tokenizer, has_lm_head=has_lm_head)
+
+
+def teacher_problems(teacher: TeacherConfig, max_seq_length: int) -> tuple[PretrainedConfig | None, list[Problem]]:
+    """The teacher's config (None when it cannot be read) and what is wrong with the teacher:
+    unreadable, an unsupported family, a tokenizer that is not its own, too few positions.
+    Reads the config and the tokenizer, never the weights."""
+    if not teacher.path:  # required: reported with the config's structure
+        return None, []
+    try:
+        config = load_model_config(teacher.path, teacher.revision, teacher.trust_remote_code)
+        adapter = adapter_for(config)
+    except ModelError as error:
+        return None, [Problem("teacher.path", teacher.path, str(error))]
+    problems = []
+    if max_seq_length > adapter.max_positions(config):
+        problems.append(
+            Problem("data.max_seq_length", max_seq_length, f"exceeds the teacher's {adapter.max_positions(config)} positions")
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            teacher.path, revision=teacher.revision, trust_remote_code=teacher.trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        return config, problems + [Problem("teacher.path", teacher.path, f"cannot load the teacher's tokenizer: {error}")]
+    if len(tokenizer) > config.vocab_size:
+        problems.append(
+            Problem(
+                "teacher.path",
+                teacher.path,
+                f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings only {config.vocab_size}: "
+                "the tokenizer does not belong to this model",
+            )
+        )
+    return config, problems
 
 
 def _check_hub_reachable(path: str) -> None:
@@ -132,7 +183,18 @@ def student_config(
     return config
 
 
+def make_student(teacher: nn.Module, student: StudentConfig, seed: int) -> nn.Module:
+    """The student a run config's `student` section describes, built from the teacher (the
+    distill recipe and the quickstart's "before" both build it here)."""
+    config = student_config(teacher.config, student.layers, student.hidden, student.heads, student.intermediate)
+    return build_student(
+        teacher=teacher, config=config, init=student.init, init_layers=student.init_layers,
+        init_mapping=student.init_mapping, seed=seed,
+    )
+
+
 def build_student(
+    *,
     teacher: nn.Module,
     config: PretrainedConfig,
     init: str = "random",
@@ -144,58 +206,146 @@ def build_student(
 
     `init_layers` are the teacher blocks (1-based) copied into student blocks 1..L_S,
     for the `teacher-layers` and `teacher-slice` strategies; unset, `init_mapping` picks them.
+    The arguments are trusted: `student_problems` checks them.
     """
-    torch.manual_seed(seed)
-    model_class = type(teacher)
-    student = model_class(config)
+    with torch.random.fork_rng(devices=[]):  # the same student on every process; the global RNG untouched
+        torch.manual_seed(seed)
+        student = type(teacher)(config)
     if init != "random" and init_layers is None:
         init_layers = default_init_layers(shape_of(config).layers, shape_of(teacher).layers, init_mapping)
-    INIT_STRATEGIES.get(init)(student, teacher, init_layers)
+    INIT_STRATEGIES.get(init)(student=student, teacher=teacher, init_layers=init_layers)
     return student
 
 
-INIT_MAPPINGS = ("uniform", "uniform-consecutive", "all")  # one teacher block per student block
-
-
 def default_init_layers(student_layers: int, teacher_layers: int, strategy: str = "uniform") -> list[int]:
-    """One teacher block per student block, chosen by a layer-mapping strategy.
+    """One teacher block per student block, chosen by a layer-mapping strategy (one of INIT_MAPPINGS).
 
     `uniform-consecutive` gives each student block a group of teacher blocks; the last of
     the group is copied (the deepest block the student layer stands for).
     """
     from tadistill.mapping import layer_map
 
-    if strategy not in INIT_MAPPINGS:
-        raise ModelError(f"init_mapping {strategy!r} cannot choose teacher blocks to copy; use one of {', '.join(INIT_MAPPINGS)}")
-
     return [teachers[-1] for _, teachers in layer_map(strategy, student_layers, teacher_layers)]
 
 
+def resolved_student_shape(student: StudentConfig, teacher_config: PretrainedConfig) -> ModelShape | None:
+    """The student's shape, the teacher's values filling in what is unset; None when a given
+    size is not positive (`student_problems` reports it)."""
+    sizes = [student.layers, student.hidden, student.heads, student.intermediate]
+    if any(size is not None and size < 1 for size in sizes):
+        return None
+    return shape_of(student_config(teacher_config, *sizes))
+
+
+def student_problems(student: StudentConfig, teacher_config: PretrainedConfig | None) -> list[Problem]:
+    """What is wrong with the student's shape and initialisation. Without the teacher's
+    config (it could not be read) the checks that need no teacher still run."""
+    sizes = {key: getattr(student, key) for key in ("layers", "hidden", "heads", "intermediate")}
+    problems = [
+        Problem(f"student.{key}", value, "must be a positive integer (or unset for the teacher's)")
+        for key, value in sizes.items()
+        if value is not None and value < 1
+    ]
+    if problems:
+        return problems + _init_name_problems(student)
+    teacher = shape_of(teacher_config) if teacher_config is not None else None
+    shape = resolved_student_shape(student, teacher_config) if teacher is not None else None
+    hidden, heads = (shape.hidden, shape.heads) if shape is not None else (sizes["hidden"], sizes["heads"])
+    if hidden is not None and heads is not None and hidden % heads:
+        problems.append(Problem("student.heads", heads, f"must divide student.hidden={hidden} (head dim = hidden / heads)"))
+    init_problems = _init_name_problems(student)
+    if not init_problems and student.init != "random":
+        init_problems += _init_layer_problems(student, teacher, sizes["layers"] if shape is None else shape.layers)
+        if teacher is not None:
+            init_problems += _init_shape_problems(student.init, teacher, shape)
+    return problems + init_problems
+
+
+def _init_name_problems(student: StudentConfig) -> list[Problem]:
+    if student.init not in INIT_STRATEGIES:
+        return [Problem("student.init", student.init, INIT_STRATEGIES.unknown_message(student.init))]
+    if student.init != "random" and student.init_layers is None and student.init_mapping not in INIT_MAPPINGS:
+        return [
+            Problem(
+                "student.init_mapping", student.init_mapping,
+                f"must give one teacher block per student block: use one of {', '.join(INIT_MAPPINGS)}, "
+                "or list student.init_layers",
+            )
+        ]
+    return []
+
+
+def _init_layer_problems(student: StudentConfig, teacher: ModelShape | None, layers: int | None) -> list[Problem]:
+    """The teacher blocks to copy: one per student block, each a block of the teacher."""
+    from tadistill.mapping import layer_map
+
+    problems = []
+    if student.init_layers is not None:
+        if layers is not None and len(student.init_layers) != layers:
+            problems.append(
+                Problem("student.init_layers", student.init_layers, f"list exactly one teacher block per student layer ({layers})")
+            )
+        bad = [block for block in student.init_layers if teacher is not None and not 1 <= block <= teacher.layers]
+        if bad:
+            problems.append(
+                Problem("student.init_layers", student.init_layers, f"blocks {bad} are outside the teacher's 1..{teacher.layers}")
+            )
+    elif teacher is not None and layers is not None:
+        try:
+            layer_map(student.init_mapping, layers, teacher.layers)
+        except TadistillError as error:
+            problems.append(Problem("student.init_mapping", student.init_mapping, str(error)))
+    return problems
+
+
+def _init_shape_problems(init: str, teacher: ModelShape, student: ModelShape) -> list[Problem]:
+    sizes = [(key, getattr(student, key), getattr(teacher, key)) for key in ("hidden", "heads", "intermediate")]
+    if init == "teacher-layers":
+        return [
+            Problem(
+                f"student.{key}", sv,
+                f"init 'teacher-layers' copies tensors exactly and needs the teacher's {key} ({tv}); "
+                "use init 'teacher-slice' to truncate",
+            )
+            for key, sv, tv in sizes
+            if sv != tv
+        ]
+    problems = [  # teacher-slice
+        Problem(f"student.{key}", sv, f"init 'teacher-slice' truncates, so it must be <= the teacher's {tv}")
+        for key, sv, tv in sizes
+        if sv > tv
+    ]
+    if student.head_dim > teacher.head_dim:
+        problems.append(
+            Problem(
+                "student.heads", student.heads,
+                f"student head dim {student.head_dim} exceeds the teacher's {teacher.head_dim}: use more heads or init 'random'",
+            )
+        )
+    return problems
+
+
 @INIT_STRATEGIES.register("random")
-def _init_random(student: nn.Module, teacher: nn.Module, init_layers: list[int] | None) -> None:
+def _init_random(*, student: nn.Module, teacher: nn.Module, init_layers: list[int] | None) -> None:
     """Keep the model class's own random initialisation."""
 
 
 @INIT_STRATEGIES.register("teacher-layers")
-def _init_teacher_layers(student: nn.Module, teacher: nn.Module, init_layers: list[int] | None) -> None:
+def _init_teacher_layers(*, student: nn.Module, teacher: nn.Module, init_layers: list[int] | None) -> None:
     """Copy embeddings, the chosen blocks and the LM head exactly (shapes must match)."""
-    _copy_from_teacher(student, teacher, init_layers, slice_width=False)
+    _copy_from_teacher(student=student, teacher=teacher, init_layers=init_layers, slice_width=False)
 
 
 @INIT_STRATEGIES.register("teacher-slice")
-def _init_teacher_slice(student: nn.Module, teacher: nn.Module, init_layers: list[int] | None) -> None:
+def _init_teacher_slice(*, student: nn.Module, teacher: nn.Module, init_layers: list[int] | None) -> None:
     """Copy the chosen blocks truncated to the student's width: the first heads, the first
     dimensions of each head, the first FFN units and the first hidden features."""
-    _copy_from_teacher(student, teacher, init_layers, slice_width=True)
+    _copy_from_teacher(student=student, teacher=teacher, init_layers=init_layers, slice_width=True)
 
 
-def _copy_from_teacher(student: nn.Module, teacher: nn.Module, init_layers: list[int] | None, slice_width: bool):
+def _copy_from_teacher(*, student: nn.Module, teacher: nn.Module, init_layers: list[int], slice_width: bool):
     adapter = adapter_for(teacher)
     s_shape, t_shape = adapter.shape(student.config), adapter.shape(teacher.config)
-    if len(init_layers) != s_shape.layers or not all(1 <= t <= t_shape.layers for t in init_layers):
-        raise ModelError(
-            f"init_layers={init_layers} must list {s_shape.layers} teacher blocks, each in 1..{t_shape.layers}"
-        )
     s_prefix, t_prefix = _module_name(student, adapter.layer_list(student)), _module_name(teacher, adapter.layer_list(teacher))
     teacher_state = teacher.state_dict()
     with torch.no_grad():
@@ -205,12 +355,7 @@ def _copy_from_teacher(student: nn.Module, teacher: nn.Module, init_layers: list
             if source is None:  # e.g. a pooler the teacher class lacks: keep random init
                 continue
             if slice_width:
-                source = _slice(source, param.shape, head_dim, s_shape, t_shape)
-            if source.shape != param.shape:
-                raise ModelError(
-                    f"cannot copy teacher tensor {source_name} {tuple(source.shape)} into student {name} "
-                    f"{tuple(param.shape)}: 'teacher-layers' needs the teacher's width; use 'teacher-slice' or 'random'"
-                )
+                source = _slice(source, param.shape, head_dim, student=s_shape, teacher=t_shape)
             param.copy_(source)
 
 
@@ -232,7 +377,8 @@ def _teacher_source(name, s_prefix, t_prefix, init_layers, adapter: ArchAdapter)
     return source, None
 
 
-def _slice(source: torch.Tensor, shape: torch.Size, head_dim: int | None, s: ModelShape, t: ModelShape):
+def _slice(source: torch.Tensor, shape: torch.Size, head_dim: int | None, *, student: ModelShape, teacher: ModelShape):
+    s, t = student, teacher
     if head_dim is not None:
         # keep the first s.heads heads and the first s.head_dim dims of each
         source = source.unflatten(head_dim, (t.heads, t.head_dim))  # (..., H_T, d_h_T, ...)

@@ -44,8 +44,7 @@ class _AllCaptured(Exception):
 def _tapped_module(model: nn.Module, adapter: ArchAdapter, tap: Tap) -> nn.Module:
     if tap.kind == "hidden":
         return adapter.embedding_module(model) if tap.layer == 0 else adapter.layer(model, tap.layer)
-    query, key, value = adapter.qkv(model, tap.layer)
-    return {"query": query, "key": key, "value": value}[tap.kind]
+    return getattr(adapter.qkv(model, tap.layer), tap.kind)
 
 
 @contextmanager
@@ -61,8 +60,12 @@ def capture(model: nn.Module, taps: Iterable[Tap], stop_early: bool = True) -> I
 
     def hook_for(tap: Tap):
         def hook(module, inputs, output):
-            # blocks return a tensor in transformers 5, a tuple (hidden, ...) in 4.x
-            captured[tap] = output[0] if isinstance(output, tuple) else output
+            if not isinstance(output, Tensor):  # blocks return their hidden states alone since transformers 5
+                raise ModelError(
+                    f"{type(module).__name__} (tap {tap}) returned {type(output).__name__}, not a tensor; "
+                    "tadistill needs transformers >= 5"
+                )
+            captured[tap] = output
             if stop_early and len(captured) == len(wanted):
                 raise _AllCaptured
 

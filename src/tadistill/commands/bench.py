@@ -11,52 +11,24 @@ import argparse
 import json
 from pathlib import Path
 
+from tadistill.commands.arguments import at_least, choice_list, number_list
+
 HELP = "latency, throughput, parameters and speedup of students against a teacher"
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,32") from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
-    return values
-
-
-def _dtypes(text: str) -> tuple[str, ...]:
-    from tadistill.bench import DTYPES
-
-    values = tuple(text.split(","))
-    unknown = [v for v in values if v not in DTYPES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"{','.join(unknown)}: unknown dtype; choose from {','.join(DTYPES)}")
-    return values
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text}: must be at least {minimum}")
-        return value
-
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model directories or Hugging Face ids")
     parser.add_argument("--teacher", metavar="MODEL", help="reference model for the speedup column")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--batch", type=_ints, default=(1, 32), help="batch sizes (default: 1,32)")
-    parser.add_argument("--seq", type=_ints, default=(128,), help="sequence lengths (default: 128)")
+    parser.add_argument("--batch", type=number_list(int), default=(1, 32), help="batch sizes (default: 1,32)")
+    parser.add_argument("--seq", type=number_list(int), default=(128,), help="sequence lengths (default: 128)")
     parser.add_argument(
-        "--dtype", type=_dtypes, default=("fp32",),
+        "--dtype", type=choice_list(("fp32", "bf16")), default=("fp32",),
         help="fp32 and/or bf16; bf16 is autocast on cpu, bf16 weights on cuda (default: fp32)",
     )
-    parser.add_argument("--threads", type=_at_least(1), help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--warmup", type=_at_least(0), default=3, help="untimed passes per cell (default: 3)")
-    parser.add_argument("--iters", type=_at_least(1), default=20, help="timed passes per cell (default: 20)")
+    parser.add_argument("--threads", type=at_least(1), help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--warmup", type=at_least(0), default=3, help="untimed passes per cell (default: 3)")
+    parser.add_argument("--iters", type=at_least(1), default=20, help="timed passes per cell (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids (default: 0)")
     parser.add_argument("--output", type=Path, default=Path("bench.json"), help="JSON file (default: bench.json)")
 
@@ -65,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from tadistill.bench import format_report, run_bench
+    from tadistill.recipes.bench import format_report, run_bench
 
     # Loading a masked-LM checkpoint as a bare encoder reports the LM head as unused: expected here.
     hf_logging.set_verbosity_error()

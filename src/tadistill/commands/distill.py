@@ -24,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tadistill.config import load_config
-    from tadistill.recipes.distill import _Stopped, distill
+    from tadistill.recipes.distill import TrainingStopped, distill
+    from tadistill.validation import checked_run_config
 
-    config = load_config(args.config, args.overrides)
+    config = checked_run_config(args.config, args.overrides)
     output = args.output or Path("runs") / Path(args.config).stem
     try:
         distill(config, output, resume=args.resume, allow_config_change=args.allow_config_change)
-    except _Stopped as stopped:
+    except TrainingStopped as stopped:
         print(f"tadistill distill: {stopped}")
         return stopped.exit_code
     return 0

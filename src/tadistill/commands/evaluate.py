@@ -8,25 +8,11 @@ leaderboard-style results.md. Rerunning the same command skips the finished runs
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from tadistill.commands.finetune import add_training_arguments, positive
+from tadistill.commands.arguments import number_list, positive
+from tadistill.commands.finetune import add_training_arguments
 
 HELP = "fine-tune MODEL over a learning-rate x seed grid on GLUE or XNLI and tabulate the scores"
-
-
-def number_list(kind: type) -> Callable[[str], tuple]:
-    """An argparse type: comma-separated numbers of `kind`, each above zero ("1e-5,2e-5")."""
-    parse_one = positive(kind)
-
-    def parse(text: str) -> tuple:
-        values = tuple(parse_one(part) for part in text.split(",") if part.strip())
-        if not values:
-            raise argparse.ArgumentTypeError("needs at least one value")
-        return values
-
-    parse.__name__ = f"{kind.__name__} list"
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from tadistill.finetune.sweep import markdown_table, run_sweep
+    from tadistill.recipes.sweep import markdown_table, run_sweep
 
     output = args.output or f"{args.model.rstrip('/')}-eval/{args.suite}"
     results = run_sweep(

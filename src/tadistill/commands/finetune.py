@@ -8,22 +8,10 @@ metrics.json and the fine-tuned model to --output.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+
+from tadistill.commands.arguments import positive
 
 HELP = "fine-tune MODEL on a GLUE task or XNLI and report its scores"
-
-
-def positive(kind: type) -> Callable[[str], float]:
-    """An argparse type: a number of `kind` above zero."""
-
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its "invalid ... value" message
-    return parse
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +30,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tadistill.finetune.tasks import TASKS
+    from tadistill.evaluation.tasks import TASKS
 
     add_training_arguments(parser)
     parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS.names())}")
@@ -59,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from tadistill.finetune.layouts import load_task_data
-    from tadistill.finetune.tasks import get_task
-    from tadistill.finetune.train import encode, finetune, load_tokenizer
+    from tadistill.evaluation.layouts import load_task_data
+    from tadistill.evaluation.tasks import get_task
+    from tadistill.recipes.finetune import encode, finetune, load_tokenizer
 
     task = get_task(args.task)
     output = args.output or f"{args.model.rstrip('/')}-finetuned/{task.name}"

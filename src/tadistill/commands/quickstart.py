@@ -10,25 +10,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tadistill.commands.arguments import positive
+
 HELP = "distil all-MiniLM-L6-v2 into a smaller student offline (~10 min on 2 CPU cores) and compare them"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/quickstart"),
                         help="run directory: corpus, checkpoints, metrics, student/ (default: runs/quickstart)")
-    parser.add_argument("--steps", type=_positive, help="training steps (default: the config's train.max_steps)")
-    parser.add_argument("--max-train-bytes", type=_positive, default=4_000_000,
+    parser.add_argument("--steps", type=positive(int), help="training steps (default: the config's train.max_steps)")
+    parser.add_argument("--max-train-bytes", type=positive(int), default=4_000_000,
                         help="cap on the training text (default: 4000000)")
-    parser.add_argument("--heldout-docs", type=_positive, default=1000,
+    parser.add_argument("--heldout-docs", type=positive(int), default=1000,
                         help="held-out docstrings the table is measured on (default: 1000)")
-    parser.add_argument("--bench-iters", type=_positive, default=10,
+    parser.add_argument("--bench-iters", type=positive(int), default=10,
                         help="timed forward passes per model and batch size (default: 10)")
 
 

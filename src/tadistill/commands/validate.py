@@ -16,13 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tadistill.config import load_config
-    from tadistill.errors import ConfigError
-    from tadistill.validation import validate_run
+    from tadistill.validation import checked_run_config
 
-    config = load_config(args.config, args.overrides)
-    problems = validate_run(config)
-    if problems:
-        raise ConfigError(problems, source=args.config)
+    config = checked_run_config(args.config, args.overrides)
     print(f"{args.config}: OK ({len(config.objectives)} objective(s): {', '.join(o.name for o in config.objectives)})")
     return 0

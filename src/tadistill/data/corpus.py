@@ -2,8 +2,8 @@
 
 Local sources (the default) become one map-style dataset of blocks drawn by MixtureSampler:
 deterministic for a seed, with `set_epoch`, and resumable with
-`accelerator.skip_first_batches(loader, n)` (or `dataloader(..., epoch=, skip_batches=)`
-without accelerate). Under `accelerator.prepare` every process gets its own batches.
+`accelerator.skip_first_batches(loader, n)`. Under `accelerator.prepare` every process
+gets its own batches.
 
 When any source streams (hub datasets by default), every source streams: the blocks are
 packed lazily, mixed with `datasets.interleave_datasets` (same probabilities, sizes counted
@@ -20,17 +20,17 @@ import datasets
 import pyarrow.compute
 import torch
 
+from tadistill.config import DataConfig, SourceConfig
 from tadistill.data.loader import BlockCollator, PackedBlocks
-from tadistill.data.mixture import MixtureSampler, check_mixture, mixture_probabilities
+from tadistill.data.mixture import MixtureSampler, mixture_problems, mixture_probabilities
 from tadistill.data.packing import pack_documents
-from tadistill.data.sources import Documents, read_documents, resolve_format
-from tadistill.errors import ConfigError, DataError, Problem
+from tadistill.data.sources import DECODE_POLICIES, Documents, read_documents, resolve_format, source_problems
+from tadistill.errors import DataError, Problem
+from tadistill.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 SHUFFLE_BUFFER = 10_000  # blocks held to shuffle a stream
-READ_OPTIONS = ("path", "format", "text_field", "split", "subset", "documents", "streaming")
-MIXTURE_OPTIONS = ("weight", "language")
 
 
 @dataclass
@@ -79,25 +79,17 @@ class Corpus:
         return totals
 
     def dataloader(
-        self,
-        batch_size: int,
-        mlm_probability: float | None = None,
-        num_workers: int = 0,
-        drop_last: bool = False,
-        epoch: int = 0,
-        skip_batches: int = 0,
+        self, batch_size: int, mlm_probability: float | None = None, num_workers: int = 0, drop_last: bool = False
     ) -> torch.utils.data.DataLoader:
         """Batches of input_ids / attention_mask (+ MLM input_ids and labels when mlm_probability is set).
 
-        `epoch` and `skip_batches` resume without accelerate; under accelerate leave them at 0 and
-        call `loader.set_epoch(epoch)` and `accelerator.skip_first_batches(loader, n)` instead.
+        Resume through accelerate: `loader.set_epoch(epoch)`, then
+        `accelerator.skip_first_batches(loader, n)`.
         """
         collator = BlockCollator(self.tokenizer, mlm_probability, self.seed)
         if self.streaming:
-            self.blocks.set_epoch(epoch)
-            stream = self.blocks.skip(skip_batches * batch_size) if skip_batches else self.blocks
             return torch.utils.data.DataLoader(
-                stream,
+                self.blocks,
                 batch_size=batch_size,
                 collate_fn=collator,
                 num_workers=num_workers,
@@ -105,7 +97,6 @@ class Corpus:
                 generator=torch.Generator().manual_seed(self.seed),  # see below
             )
         sampler = MixtureSampler(self.sizes, self.probabilities, self.seed)
-        sampler.set_epoch(epoch, start=skip_batches * batch_size)
         return torch.utils.data.DataLoader(
             PackedBlocks(self.blocks),
             batch_size=batch_size,
@@ -120,7 +111,7 @@ class Corpus:
 
 
 def build_corpus(
-    sources: list[dict],
+    sources: list[SourceConfig],
     tokenizer,
     max_seq_length: int = 128,
     seed: int = 0,
@@ -129,23 +120,30 @@ def build_corpus(
     num_proc: int | None = None,
     cache_dir: str | None = None,
 ) -> Corpus:
-    """Read, tokenise, pack and mix `sources` (dicts with SourceConfig's fields).
+    """Read, tokenise, pack and mix `sources` (checked by `corpus_problems`).
 
     `num_proc` processes tokenise local data (None: one process, whose fast tokenizer already
     uses every core); `cache_dir` is the datasets cache (None: the default one).
     """
-    _check_sources(sources, sampling_alpha)
+    if not sources:
+        raise DataError("data.sources is empty: give at least one corpus file, glob or dataset")
     streaming = any(_is_streamed(source) for source in sources)
     read = [
         read_documents(
-            **{k: v for k, v in source.items() if k in READ_OPTIONS},
+            source.path,
+            format=source.format,
+            text_field=source.text_field,
+            split=source.split,
+            subset=source.subset,
+            documents=source.documents,
+            streaming=source.streaming,
             on_decode_error=on_decode_error,
             cache_dir=cache_dir,
         )
         for source in sources
     ]
-    weights = [source.get("weight", 1.0) for source in sources]
-    languages = [source.get("language") for source in sources]
+    weights = [source.weight for source in sources]
+    languages = [source.language for source in sources]
     if streaming:
         return _streaming_corpus(read, weights, languages, tokenizer, max_seq_length, seed, sampling_alpha)
     blocks = [pack_documents(docs.dataset, tokenizer, max_seq_length, num_proc) for docs in read]
@@ -165,27 +163,25 @@ def build_corpus(
     return Corpus(datasets.concatenate_datasets(blocks), sizes, probabilities, stats, tokenizer, seed)
 
 
-def _check_sources(sources: list[dict], sampling_alpha: float | None) -> None:
-    """Fail before any reading on an empty list, unknown keys, bad weights or alpha."""
-    if not sources:
-        raise DataError("data.sources is empty: give at least one corpus file, glob or dataset")
-    known = READ_OPTIONS + MIXTURE_OPTIONS
-    problems = [
-        Problem(f"data.sources.{i}.{key}", value, f"unknown option; known: {', '.join(known)}")
-        for i, source in enumerate(sources)
-        for key, value in source.items()
-        if key not in known
-    ]
-    problems += check_mixture([source.get("weight", 1.0) for source in sources], sampling_alpha)
-    if problems:
-        raise ConfigError(problems)
+def corpus_problems(data: DataConfig) -> list[Problem]:
+    """What is wrong with a run's `data` section: each source, the mixture, the block
+    length, the masking rate and the decode policy. Reads no corpus."""
+    problems = [problem for i, source in enumerate(data.sources) for problem in source_problems(source, f"data.sources.{i}")]
+    problems += mixture_problems([source.weight for source in data.sources], data.sampling_alpha)
+    if data.max_seq_length < 8:
+        problems.append(Problem("data.max_seq_length", data.max_seq_length, "must be at least 8 tokens"))
+    if not 0 < data.mlm_probability < 1:
+        problems.append(Problem("data.mlm_probability", data.mlm_probability, "must be between 0 and 1 (typically 0.15)"))
+    if data.on_decode_error not in DECODE_POLICIES:
+        hint = did_you_mean(data.on_decode_error, DECODE_POLICIES)
+        problems.append(Problem("data.on_decode_error", data.on_decode_error, f"use 'skip' or 'fail'.{hint}"))
+    return problems
 
 
-def _is_streamed(source: dict) -> bool:
-    streaming = source.get("streaming")
-    if streaming is not None:
-        return streaming
-    return resolve_format(source["path"], source.get("format", "auto")) == "hub"
+def _is_streamed(source: SourceConfig) -> bool:
+    if source.streaming is not None:
+        return source.streaming
+    return resolve_format(source.path, source.format) == "hub"
 
 
 def _count_tokens(blocks: datasets.Dataset) -> int:

@@ -31,7 +31,7 @@ def mixture_probabilities(
     """Sampling probability of each source (see the module docstring)."""
     weights = [1.0] * len(sizes) if weights is None else list(weights)
     languages = [None] * len(sizes) if languages is None else list(languages)
-    problems = check_mixture(weights, alpha)
+    problems = mixture_problems(weights, alpha)
     if problems:
         raise ConfigError(problems)
     effective = np.asarray(weights, dtype=np.float64) * np.asarray(sizes, dtype=np.float64)
@@ -46,7 +46,7 @@ def mixture_probabilities(
     return np.array([group_weight[g] / total * m / group_size[g] for g, m in zip(groups, effective)])
 
 
-def check_mixture(weights: Sequence[float], alpha: float | None) -> list[Problem]:
+def mixture_problems(weights: Sequence[float], alpha: float | None) -> list[Problem]:
     """Weights must be positive and alpha non-negative."""
     problems = [
         Problem(f"data.sources.{i}.weight", w, "must be a positive number") for i, w in enumerate(weights) if not w > 0
@@ -65,8 +65,8 @@ class MixtureSampler(torch.utils.data.Sampler):
     repeats. Everything depends only on (seed, epoch), so an epoch can be replayed exactly.
 
     The mask key is unique per (epoch, position); the collator seeds MLM masking with it,
-    which makes masks reproducible whatever the batches skipped on resume.
-    `start` skips the first samples of the epoch (resuming without accelerate).
+    which makes masks reproducible whatever the batches skipped on resume
+    (`accelerator.skip_first_batches` skips them without loading them).
     """
 
     def __init__(self, sizes: Sequence[int], probabilities: Sequence[float], seed: int, num_samples: int | None = None):
@@ -76,21 +76,17 @@ class MixtureSampler(torch.utils.data.Sampler):
         self.seed = seed
         self.num_samples = sum(self.sizes) if num_samples is None else num_samples
         self.epoch = 0
-        self.start = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Called by accelerate (and the training loop) at the start of every epoch."""
+    def set_epoch(self, epoch: int) -> None:
+        """Called through accelerate's loader at the start of every epoch."""
         self.epoch = epoch
-        self.start = start
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        return self.num_samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = self.epoch_order(self.epoch)
         first_key = self.epoch * self.num_samples
-        keys = range(first_key + self.start, first_key + self.num_samples)
-        return zip(order[self.start :].tolist(), keys)
+        return zip(self.epoch_order(self.epoch).tolist(), range(first_key, first_key + self.num_samples))
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The block indices of one epoch, in order."""

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import datasets
 
+from tadistill.config import SourceConfig
 from tadistill.errors import DataError, Problem
 
 logger = logging.getLogger(__name__)
@@ -131,40 +132,30 @@ def expand_files(path: str) -> list[str]:
     return [path]
 
 
-def check_source(
-    path: str,
-    format: str = "auto",
-    text_field: str = "text",
-    documents: str = "blank-line",
-    weight: float = 1.0,
-    key: str = "source",
-) -> list[Problem]:
-    """Cheap checks for `tadistill validate`: path, format, text field, documents mode, weight.
+def source_problems(source: SourceConfig, key: str) -> list[Problem]:
+    """Cheap checks of one source for `tadistill validate`: path, format, text field, documents mode.
 
     Reads at most the first line of a jsonl file and the schema of a parquet file or saved
     dataset; hub names are not checked (that needs the network). `key` prefixes the
-    problems' keys, e.g. "data.sources.0".
+    problems' keys, e.g. "data.sources.0". The weight is the mixture's to check.
     """
     problems = []
-    if not weight > 0:
-        problems.append(Problem(f"{key}.weight", weight, "must be a positive number"))
-    if documents not in DOCUMENT_MODES:
-        problems.append(Problem(f"{key}.documents", documents, f"must be one of {', '.join(DOCUMENT_MODES)}"))
+    if source.documents not in DOCUMENT_MODES:
+        problems.append(Problem(f"{key}.documents", source.documents, f"must be one of {', '.join(DOCUMENT_MODES)}"))
     try:
-        fmt = resolve_format(path, format)
+        fmt = resolve_format(source.path, source.format)
         if fmt in ("text", "jsonl", "parquet"):
-            first = expand_files(path)[0]
-            columns = _first_columns(first, fmt)
+            columns = _first_columns(expand_files(source.path)[0], fmt)
         elif fmt == "saved":
-            columns = _saved_dataset(path, None).column_names
+            columns = _saved_dataset(source.path, None).column_names
         else:
             columns = None
     except DataError as error:
-        problems.append(Problem(f"{key}.path", path, str(error)))
+        problems.append(Problem(f"{key}.path", source.path, str(error)))
         return problems
-    if columns is not None and text_field not in columns:
+    if columns is not None and source.text_field not in columns:
         problems.append(
-            Problem(f"{key}.text_field", text_field, f"not a field of {path!r}; fields: {', '.join(columns)}")
+            Problem(f"{key}.text_field", source.text_field, f"not a field of {source.path!r}; fields: {', '.join(columns)}")
         )
     return problems
 

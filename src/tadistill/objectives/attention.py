@@ -13,6 +13,7 @@ from tadistill.errors import Problem
 from tadistill.losses import attention_kl, attention_relation_kl, hidden_mse
 from tadistill.objectives.base import (
     OBJECTIVES,
+    Loss,
     Objective,
     ObjectiveOptions,
     ProjectionMode,
@@ -27,7 +28,7 @@ from tadistill.taps import Tap
 TENSOR_KINDS = {"q": "query", "k": "key", "v": "value"}
 
 
-def _layer_pair_problems(options, teacher: ModelShape, student: ModelShape) -> list[Problem]:
+def _layer_pair_problems(options, *, teacher: ModelShape, student: ModelShape) -> list[Problem]:
     return [
         *layer_problems("teacher_layer", options.teacher_layer, teacher, "teacher"),
         *layer_problems("student_layer", options.student_layer, student, "student"),
@@ -49,18 +50,18 @@ class MiniLMv2(Objective):
         self.relations = relations
         self.relation_heads = relation_heads
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: StepTensors) -> Loss:
         parts = {
             relation: attention_relation_kl(
-                self._pair(step.student, self.student_layer, relation),
-                self._pair(step.teacher, self.teacher_layer, relation),
-                step.attention_mask,
-                self.relation_heads,
+                student=self._pair(step.student, self.student_layer, relation),
+                teacher=self._pair(step.teacher, self.teacher_layer, relation),
+                attention_mask=step.attention_mask,
+                relation_heads=self.relation_heads,
             )
             for relation in self.relations
         }
         total = sum(weight * parts[relation] for relation, weight in self.relations.items())
-        return total, parts
+        return Loss(total=total, parts=parts)
 
     @staticmethod
     def _pair(tensors: dict[Tap, Tensor], layer: int, relation: str) -> tuple[Tensor, Tensor]:
@@ -92,9 +93,9 @@ class MiniLMv2Options(ObjectiveOptions):
             return dict(self.relations)
         return {relation: 1 / len(self.relations) for relation in self.relations}
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
-        problems = heads_problems("relation_heads", self.relation_heads, teacher, student)
-        problems += _layer_pair_problems(self, teacher, student)
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        problems = heads_problems("relation_heads", self.relation_heads, teacher=teacher, student=student)
+        problems += _layer_pair_problems(self, teacher=teacher, student=student)
         weights = self.relation_weights()
         bad = [r for r in weights if len(r) != 2 or not set(r) <= set(TENSOR_KINDS)]
         if not weights or bad or len(weights) != len(self.relations):
@@ -104,7 +105,7 @@ class MiniLMv2Options(ObjectiveOptions):
             problems.append(Problem("relations", self.relations, "relation weights must be >= 0"))
         return problems
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> MiniLMv2:
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> MiniLMv2:
         return MiniLMv2(
             self.teacher_layer or teacher.layers,
             self.student_layer or student.layers,
@@ -124,25 +125,32 @@ class MiniLM(Objective):
         self.student_layer = student_layer
         self.heads = heads
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: StepTensors) -> Loss:
         student = self._by_letter(step.student, self.student_layer)
         teacher = self._by_letter(step.teacher, self.teacher_layer)
         mask = step.attention_mask
-        parts = {"attention": attention_kl(student["q"], student["k"], teacher["q"], teacher["k"], mask, self.heads)}
+        parts = {
+            "attention": attention_kl(
+                student_query=student["q"], student_key=student["k"], teacher_query=teacher["q"],
+                teacher_key=teacher["k"], attention_mask=mask, heads=self.heads,
+            )
+        }
         if "v" in self.letters:
-            parts["value"] = attention_relation_kl(student["v"], teacher["v"], mask, self.heads)
-        return sum(parts.values()), parts
+            parts["value"] = attention_relation_kl(
+                student=student["v"], teacher=teacher["v"], attention_mask=mask, relation_heads=self.heads
+            )
+        return Loss(total=sum(parts.values()), parts=parts)
 
     def _by_letter(self, tensors: dict[Tap, Tensor], layer: int) -> dict[str, Tensor]:
         return {letter: tensors[Tap(TENSOR_KINDS[letter], layer)] for letter in self.letters}
 
 
 def common_heads_problems(
-    heads: int | None, teacher: ModelShape, student: ModelShape, objective: str
+    heads: int | None, objective: str, *, teacher: ModelShape, student: ModelShape
 ) -> list[Problem]:
     """Per-head attention losses need one head count for both models."""
     if heads is not None:
-        return heads_problems("heads", heads, teacher, student)
+        return heads_problems("heads", heads, teacher=teacher, student=student)
     if teacher.heads != student.heads:
         return [
             Problem(
@@ -172,11 +180,11 @@ class MiniLMOptions(ObjectiveOptions):
     heads: int | None = None
     value_relation: bool = True
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
-        heads = common_heads_problems(self.heads, teacher, student, "minilm")
-        return heads + _layer_pair_problems(self, teacher, student)
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        heads = common_heads_problems(self.heads, "minilm", teacher=teacher, student=student)
+        return heads + _layer_pair_problems(self, teacher=teacher, student=student)
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> MiniLM:
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> MiniLM:
         return MiniLM(
             self.teacher_layer or teacher.layers,
             self.student_layer or student.layers,
@@ -193,6 +201,7 @@ class DirectMiniLM(Objective):
         teacher_layer: int,
         student_layer: int,
         tensors: list[str],
+        *,
         student_width: int,
         teacher_width: int,
         projection_mode: str,
@@ -201,19 +210,22 @@ class DirectMiniLM(Objective):
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
         self.projections = nn.ModuleDict(
-            {letter: projection(student_width, teacher_width, projection_mode) for letter in tensors}
+            {
+                letter: projection(student_width=student_width, teacher_width=teacher_width, mode=projection_mode)
+                for letter in tensors
+            }
         )
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: StepTensors) -> Loss:
         parts = {
             letter: hidden_mse(
-                project(step.student[Tap(TENSOR_KINDS[letter], self.student_layer)]),
-                step.teacher[Tap(TENSOR_KINDS[letter], self.teacher_layer)],
-                step.attention_mask,
+                student=project(step.student[Tap(TENSOR_KINDS[letter], self.student_layer)]),
+                teacher=step.teacher[Tap(TENSOR_KINDS[letter], self.teacher_layer)],
+                attention_mask=step.attention_mask,
             )
             for letter, project in self.projections.items()
         }
-        return torch.stack(list(parts.values())).mean(), parts
+        return Loss(total=torch.stack(list(parts.values())).mean(), parts=parts)
 
 
 @OBJECTIVES.register("direct-minilm")
@@ -231,19 +243,20 @@ class DirectMiniLMOptions(ObjectiveOptions):
     tensors: list[str] = field(default_factory=lambda: ["q", "k", "v"])
     projection: ProjectionMode = "auto"
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
-        problems = _layer_pair_problems(self, teacher, student) + projection_problems(self.projection, student, teacher)
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        problems = _layer_pair_problems(self, teacher=teacher, student=student)
+        problems += projection_problems(self.projection, student=student, teacher=teacher)
         distinct = set(self.tensors)
         if not distinct or not distinct <= set(TENSOR_KINDS) or len(distinct) != len(self.tensors):
             problems.append(Problem("tensors", self.tensors, "give distinct letters among q, k, v, e.g. [q, k, v]"))
         return problems
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> DirectMiniLM:
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> DirectMiniLM:
         return DirectMiniLM(
             self.teacher_layer or teacher.layers,
             self.student_layer or student.layers,
             list(self.tensors),
-            student.hidden,
-            teacher.hidden,
-            self.projection,
+            student_width=student.hidden,
+            teacher_width=teacher.hidden,
+            projection_mode=self.projection,
         )

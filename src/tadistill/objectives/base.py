@@ -37,8 +37,16 @@ class StepTensors:
     logit_labels: Tensor | None = None  # (N,) MLM labels there, -100 where a token was not masked
 
 
+@dataclass(frozen=True)
+class Loss:
+    """An objective's loss: the `total` that trains, and its named `parts` (for logging)."""
+
+    total: Tensor
+    parts: dict[str, Tensor]
+
+
 class Objective(nn.Module):
-    """A built objective: the taps it reads and `forward(step) -> (loss, {part: loss})`."""
+    """A built objective: the taps it reads and `forward(step) -> Loss`."""
 
     def __init__(
         self,
@@ -53,26 +61,29 @@ class Objective(nn.Module):
         self.logit_positions = logit_positions  # "masked" | "all" when the objective reads logits
         self.needs_mlm = needs_mlm
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: StepTensors) -> Loss:
         raise NotImplementedError
 
 
 @dataclass
 class ObjectiveOptions:
-    """The YAML options of one objective. Subclasses add fields and implement `build`."""
+    """The YAML options of one objective. Subclasses add fields and implement `build`.
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+    Every field is documented in the class docstring as a line `name: what it does`.
+    """
+
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         """Everything wrong with these options for this teacher/student pair; keys are field names."""
         return []
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> Objective:
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> Objective:
         raise NotImplementedError
 
 
 OBJECTIVES: Registry[type[ObjectiveOptions]] = Registry("objective")
 
 
-def projection(student_width: int, teacher_width: int, mode: str) -> nn.Module:
+def projection(*, student_width: int, teacher_width: int, mode: str) -> nn.Module:
     """The training-only map student width -> teacher width: a Linear, or Identity.
 
     mode "auto": Linear only when the widths differ; "always": Linear; "never": Identity.
@@ -85,7 +96,7 @@ def projection(student_width: int, teacher_width: int, mode: str) -> nn.Module:
 ProjectionMode = Literal["auto", "always", "never"]
 
 
-def projection_problems(mode: str, student: ModelShape, teacher: ModelShape) -> list[Problem]:
+def projection_problems(mode: str, *, student: ModelShape, teacher: ModelShape) -> list[Problem]:
     if mode == "never" and student.hidden != teacher.hidden:
         return [
             Problem(
@@ -105,7 +116,7 @@ def layer_problems(key: str, layer: int | None, shape: ModelShape, model: str) -
     return []
 
 
-def heads_problems(key: str, heads: int, teacher: ModelShape, student: ModelShape) -> list[Problem]:
+def heads_problems(key: str, heads: int, *, teacher: ModelShape, student: ModelShape) -> list[Problem]:
     """Heads must split both widths evenly, since Q/K/V are (B, n, hidden) on both sides."""
     if heads < 1:
         return [Problem(key, heads, "must be >= 1")]
@@ -163,7 +174,7 @@ def _describe(hint) -> str:
     return str(hint).replace("typing.", "") if origin else getattr(hint, "__name__", str(hint))
 
 
-def mapping_problems(mapping: str, pairs, teacher: ModelShape, student: ModelShape) -> list[Problem]:
+def mapping_problems(mapping: str, pairs, *, teacher: ModelShape, student: ModelShape) -> list[Problem]:
     """Problems of a layer mapping (unknown strategy, impossible for these depths), keyed mapping/pairs."""
     if mapping not in MAPPINGS:
         return [Problem("mapping", mapping, MAPPINGS.unknown_message(mapping))]

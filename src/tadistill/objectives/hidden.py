@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from tadistill.arch import ModelShape
 from tadistill.errors import Problem
@@ -14,6 +14,7 @@ from tadistill.losses import hidden_cosine, hidden_mse
 from tadistill.mapping import LayerMap, layer_map
 from tadistill.objectives.base import (
     OBJECTIVES,
+    Loss,
     Objective,
     ObjectiveOptions,
     ProjectionMode,
@@ -31,7 +32,7 @@ class HiddenStates(Objective):
     """loss(W_s h_S^s, h_T^t) per mapped pair: averaged over each student layer's teacher
     layers (1-to-N maps), then over student layers. One projection W_s per student layer."""
 
-    def __init__(self, layer_pairs: LayerMap, loss: str, student_width: int, teacher_width: int, projection_mode: str):
+    def __init__(self, layer_pairs: LayerMap, loss: str, *, student_width: int, teacher_width: int, projection_mode: str):
         super().__init__(
             {Tap("hidden", t) for _, teacher_layers in layer_pairs for t in teacher_layers},
             {Tap("hidden", s) for s, _ in layer_pairs},
@@ -39,18 +40,22 @@ class HiddenStates(Objective):
         self.layer_pairs = layer_pairs
         self.loss_name = loss
         self.projections = nn.ModuleList(
-            projection(student_width, teacher_width, projection_mode) for _ in layer_pairs
+            projection(student_width=student_width, teacher_width=teacher_width, mode=projection_mode)
+            for _ in layer_pairs
         )
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: StepTensors) -> Loss:
         loss_fn = HIDDEN_LOSSES[self.loss_name]
         per_student_layer = []
         for (student_layer, teacher_layers), project in zip(self.layer_pairs, self.projections):
             student = project(step.student[Tap("hidden", student_layer)])
-            losses = [loss_fn(student, step.teacher[Tap("hidden", t)], step.attention_mask) for t in teacher_layers]
+            losses = [
+                loss_fn(student=student, teacher=step.teacher[Tap("hidden", t)], attention_mask=step.attention_mask)
+                for t in teacher_layers
+            ]
             per_student_layer.append(torch.stack(losses).mean())
         loss = torch.stack(per_student_layer).mean()
-        return loss, {self.loss_name: loss}
+        return Loss(total=loss, parts={self.loss_name: loss})
 
 
 @OBJECTIVES.register("hs")
@@ -73,13 +78,15 @@ class HiddenStatesOptions(ObjectiveOptions):
     embeddings: bool = False
     projection: ProjectionMode = "auto"
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
-        return mapping_problems(self.mapping, self.pairs, teacher, student) + projection_problems(
-            self.projection, student, teacher
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+        return mapping_problems(self.mapping, self.pairs, teacher=teacher, student=student) + projection_problems(
+            self.projection, student=student, teacher=teacher
         )
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> HiddenStates:
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> HiddenStates:
         pairs = layer_map(self.mapping, student.layers, teacher.layers, self.pairs)
         if self.embeddings:
             pairs = [(0, (0,)), *pairs]
-        return HiddenStates(pairs, self.loss, student.hidden, teacher.hidden, self.projection)
+        return HiddenStates(
+            pairs, self.loss, student_width=student.hidden, teacher_width=teacher.hidden, projection_mode=self.projection
+        )

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import Tensor
-
 from tadistill.arch import ModelShape
 from tadistill.errors import Problem
 from tadistill.losses import hidden_cosine, masked_lm_cross_entropy, output_kl
-from tadistill.objectives.base import OBJECTIVES, Objective, ObjectiveOptions, StepTensors, projection
+from tadistill.objectives.base import OBJECTIVES, Loss, Objective, ObjectiveOptions, StepTensors, projection
 from tadistill.taps import Tap
 
 
@@ -23,6 +21,7 @@ class OutputDistribution(Objective):
         alpha_mlm: float,
         alpha_cos: float,
         positions: str,
+        *,
         teacher: ModelShape,
         student: ModelShape,
     ):
@@ -38,20 +37,26 @@ class OutputDistribution(Objective):
         self.temperature = temperature
         self.alpha_mlm = alpha_mlm
         self.alpha_cos = alpha_cos
-        self.projection = projection(student.hidden, teacher.hidden, "auto") if alpha_cos > 0 else None
+        self.projection = (
+            projection(student_width=student.hidden, teacher_width=teacher.hidden, mode="auto") if alpha_cos > 0 else None
+        )
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: StepTensors) -> Loss:
         # the engine computed the logits at the selected positions only: no mask left to apply
-        parts = {"kl": output_kl(step.student_logits, step.teacher_logits, None, self.temperature)}
+        parts = {
+            "kl": output_kl(student=step.student_logits, teacher=step.teacher_logits, mask=None, temperature=self.temperature)
+        }
         total = parts["kl"]
         if self.alpha_mlm > 0:
             parts["mlm"] = masked_lm_cross_entropy(step.student_logits, step.logit_labels)
             total = total + self.alpha_mlm * parts["mlm"]
         if self.alpha_cos > 0:
             student_last = self.projection(step.student[self.student_last])
-            parts["cos"] = hidden_cosine(student_last, step.teacher[self.teacher_last], step.attention_mask)
+            parts["cos"] = hidden_cosine(
+                student=student_last, teacher=step.teacher[self.teacher_last], attention_mask=step.attention_mask
+            )
             total = total + self.alpha_cos * parts["cos"]
-        return total, parts
+        return Loss(total=total, parts=parts)
 
 
 @OBJECTIVES.register("od")
@@ -72,7 +77,7 @@ class OutputDistributionOptions(ObjectiveOptions):
     alpha_cos: float = 0.0
     positions: Literal["masked", "all"] = "masked"
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         problems = []
         if self.temperature <= 0:
             problems.append(Problem("temperature", self.temperature, "must be > 0"))
@@ -86,5 +91,7 @@ class OutputDistributionOptions(ObjectiveOptions):
             )
         return problems
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> OutputDistribution:
-        return OutputDistribution(self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, teacher, student)
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> OutputDistribution:
+        return OutputDistribution(
+            self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, teacher=teacher, student=student
+        )

@@ -14,6 +14,7 @@ from tadistill.mapping import LayerMap, layer_map
 from tadistill.objectives.attention import common_heads_problems
 from tadistill.objectives.base import (
     OBJECTIVES,
+    Loss,
     Objective,
     ObjectiveOptions,
     ProjectionMode,
@@ -38,16 +39,18 @@ class TinyBERT(Objective):
         layer_pairs: LayerMap,
         heads: int,
         embeddings: bool,
+        *,
         student_width: int,
         teacher_width: int,
         projection_mode: str,
     ):
-        hidden = HiddenStates(layer_pairs, "mse", student_width, teacher_width, projection_mode)
+        widths = {"student_width": student_width, "teacher_width": teacher_width, "projection_mode": projection_mode}
+        hidden = HiddenStates(layer_pairs, "mse", **widths)
         teacher_taps = hidden.teacher_taps | _query_key_taps(t for _, ts in layer_pairs for t in ts)
         student_taps = hidden.student_taps | _query_key_taps(s for s, _ in layer_pairs)
         embedding = None
         if embeddings:
-            embedding = HiddenStates([(0, (0,))], "mse", student_width, teacher_width, projection_mode)
+            embedding = HiddenStates([(0, (0,))], "mse", **widths)
             teacher_taps, student_taps = teacher_taps | embedding.teacher_taps, student_taps | embedding.student_taps
         super().__init__(teacher_taps, student_taps)
         self.layer_pairs = layer_pairs
@@ -55,11 +58,11 @@ class TinyBERT(Objective):
         self.hidden = hidden
         self.embedding = embedding
 
-    def forward(self, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
-        parts = {"attention": self._attention_loss(step), "hidden": self.hidden(step)[0]}
+    def forward(self, step: StepTensors) -> Loss:
+        parts = {"attention": self._attention_loss(step), "hidden": self.hidden(step).total}
         if self.embedding is not None:
-            parts["embeddings"] = self.embedding(step)[0]
-        return sum(parts.values()), parts
+            parts["embeddings"] = self.embedding(step).total
+        return Loss(total=sum(parts.values()), parts=parts)
 
     def _attention_loss(self, step: StepTensors) -> Tensor:
         per_student_layer = []
@@ -67,8 +70,8 @@ class TinyBERT(Objective):
             student_q, student_k = step.student[Tap("query", student_layer)], step.student[Tap("key", student_layer)]
             losses = [
                 attention_score_mse(
-                    student_q, student_k, step.teacher[Tap("query", t)], step.teacher[Tap("key", t)],
-                    step.attention_mask, self.heads,
+                    student_query=student_q, student_key=student_k, teacher_query=step.teacher[Tap("query", t)],
+                    teacher_key=step.teacher[Tap("key", t)], attention_mask=step.attention_mask, heads=self.heads,
                 )
                 for t in teacher_layers
             ]
@@ -94,19 +97,19 @@ class TinyBERTOptions(ObjectiveOptions):
     embeddings: bool = True
     projection: ProjectionMode = "auto"
 
-    def problems(self, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
+    def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         return (
-            mapping_problems(self.mapping, self.pairs, teacher, student)
-            + common_heads_problems(self.heads, teacher, student, "tinybert")
-            + projection_problems(self.projection, student, teacher)
+            mapping_problems(self.mapping, self.pairs, teacher=teacher, student=student)
+            + common_heads_problems(self.heads, "tinybert", teacher=teacher, student=student)
+            + projection_problems(self.projection, student=student, teacher=teacher)
         )
 
-    def build(self, teacher: ModelShape, student: ModelShape) -> TinyBERT:
+    def build(self, *, teacher: ModelShape, student: ModelShape) -> TinyBERT:
         return TinyBERT(
             layer_map(self.mapping, student.layers, teacher.layers, self.pairs),
             self.heads or teacher.heads,
             self.embeddings,
-            student.hidden,
-            teacher.hidden,
-            self.projection,
+            student_width=student.hidden,
+            teacher_width=teacher.hidden,
+            projection_mode=self.projection,
         )

@@ -1,18 +1,21 @@
 """The distill recipe: teacher + corpus + objectives -> student, on accelerate.
 
-Read top to bottom: validate, set up the run directory, build the models, the
-objectives and the data, prepare everything with accelerate once, resume if asked,
-then the loop (forward, backward, clip, step, log, checkpoint), then export.
+Read top to bottom: validate, set up the run directory (the main process, while the
+others wait), build the models, the objectives and the data, prepare everything with
+accelerate once, resume if asked, then the loop (forward, backward, clip, step, log,
+checkpoint), then export.
 
 Exact resume: a checkpoint holds the student, the objectives' parameters, optimizer,
-scheduler, every RNG state and the data position (optimizer steps done, batches
-consumed); resuming restores them and skips the consumed batches without loading
-them, so on CPU the final weights are bitwise those of an uninterrupted run.
+scheduler, the RNG states of every process and the data position (optimizer steps done,
+batches consumed); resuming restores them and skips the consumed batches without
+loading them, so on CPU the final weights are bitwise those of an uninterrupted run,
+with one process or several. Every process joins each checkpoint (see
+`tadistill.checkpoints`), and a stop signal received by any process stops all of them
+at the same step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -23,17 +26,24 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from tadistill.checkpoints import config_differences, read_progress, resolve_resume, save_checkpoint
-from tadistill.config import RunConfig, StudentConfig, dump_yaml, to_dict
+from tadistill.checkpoints import (
+    config_differences,
+    read_progress,
+    remove_partial_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+)
+from tadistill.config import RunConfig, dump_yaml, to_dict
 from tadistill.data import build_corpus
 from tadistill.engine import Distiller
-from tadistill.errors import ConfigError, TadistillError
-from tadistill.models import build_student, load_teacher, save_student, shape_of, student_config
+from tadistill.errors import ConfigError, ModelError, TadistillError
+from tadistill.models import load_teacher, make_student, save_student, shape_of
 from tadistill.objectives import build_objectives
+from tadistill.training import budget_spent, parameter_groups, total_steps
 from tadistill.validation import validate_run
 
 
@@ -43,7 +53,6 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     if problems:
         raise ConfigError(problems)
     run_dir = Path(run_dir)
-    checkpoint = _prepare_run_dir(run_dir, config, resume, allow_config_change)
     train = config.train
 
     accelerator = Accelerator(
@@ -56,20 +65,27 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         # blocks above the deepest tapped layer (and an unused LM head) get no gradient
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    set_seed(train.seed)
+    checkpoint = _prepare_run_dir(accelerator, run_dir, config, resume, allow_config_change)
+    set_seed(train.seed, device_specific=True)  # each process its own dropout (seed + process index)
 
     # ---- models: a frozen teacher (bf16 when training in bf16) and its student
-    teacher, tokenizer, _ = load_teacher(config.teacher.path, config.teacher.revision, config.teacher.trust_remote_code)
+    loaded = load_teacher(config.teacher.path, config.teacher.revision, config.teacher.trust_remote_code)
+    teacher, tokenizer = loaded.model, loaded.tokenizer
     student = make_student(teacher, config.student, train.seed)
     if train.mixed_precision == "bf16":
         teacher.to(torch.bfloat16)
     teacher.to(accelerator.device)
-    objectives = build_objectives(config.objective_specs(), shape_of(teacher), shape_of(student))
+    objectives = build_objectives(config.objectives, teacher=shape_of(teacher), student=shape_of(student))
+    if objectives.needs_logits and not loaded.has_lm_head:  # its architectures said so, its weights do not
+        raise ModelError(
+            f"objective 'od' needs the teacher's masked-LM head, but {config.teacher.path} holds no trained head "
+            "weights; use a *ForMaskedLM checkpoint (or `tadistill fit-head`) or drop od"
+        )
     distiller = Distiller(student, objectives)
 
     # ---- data: packed blocks, MLM-masked only when an objective needs it
     corpus = build_corpus(
-        [dataclasses.asdict(source) for source in config.data.sources],
+        config.data.sources,
         tokenizer,
         max_seq_length=config.data.max_seq_length,
         seed=train.seed,
@@ -86,42 +102,47 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     tokens_per_step = (
         train.batch_size * train.gradient_accumulation_steps * accelerator.num_processes * config.data.max_seq_length
     )
-    total_steps = _total_steps(train.max_steps, train.max_tokens, tokens_per_step)
+    steps = total_steps(train.max_steps, train.max_tokens, tokens_per_step)
     optimizer = torch.optim.AdamW(
-        _parameter_groups(distiller, train.weight_decay),
+        parameter_groups(distiller, train.weight_decay),
         lr=train.learning_rate,
         betas=tuple(train.adam_betas),
         eps=train.adam_epsilon,
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, train.warmup_steps, total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, train.warmup_steps, steps)
     distiller, optimizer, loader, scheduler = accelerator.prepare(distiller, optimizer, loader, scheduler)
 
     # ---- resume: restore every state, then skip the batches already consumed this epoch
-    progress = {"step": 0, "tokens": 0, "epoch": 0, "batches_in_epoch": 0}
+    progress = {"step": 0, "tokens": 0, "epoch": 0, "batches_in_epoch": 0, "processes": accelerator.num_processes}
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
         progress = read_progress(checkpoint)
+        if progress.get("processes", 1) != accelerator.num_processes:
+            raise TadistillError(
+                f"{checkpoint} was written by {progress.get('processes', 1)} process(es), this run has "
+                f"{accelerator.num_processes}: resume with the same number of processes (their data shards and "
+                "random states are part of the checkpoint)"
+            )
+        accelerator.load_state(str(checkpoint))
     accelerator.init_trackers("tensorboard")
 
     if accelerator.is_main_process:
-        print(_plan(config, teacher, student, objectives, corpus, tokens_per_step, total_steps, progress))
+        print(_plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress))
 
     metrics_file = run_dir / "metrics.jsonl"
     block_log = _BlockLog(run_dir, accelerator.process_index) if train.record_blocks else None
-    bar = tqdm(total=total_steps, initial=progress["step"], disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=progress["step"], disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
     window = _LogWindow()
     stop_signal = None
 
-    def save() -> Path:
-        accelerator.wait_for_everyone()
-        path = None
-        if accelerator.is_main_process:
-            path = save_checkpoint(run_dir, progress["step"], accelerator.save_state, progress, train.keep_checkpoints)
-        accelerator.wait_for_everyone()
-        return path
+    def done() -> bool:
+        return budget_spent(progress["step"], progress["tokens"], steps, train.max_tokens)
 
+    def save() -> Path:
+        return save_checkpoint(accelerator, run_dir, progress, train.keep_checkpoints)
+
+    stops_seen = 0.0
     with _stop_requests() as stop_requested:
-        while not _budget_spent(progress, total_steps, train.max_tokens):
+        while not done():
             loader.set_epoch(progress["epoch"])
             epoch_loader = accelerator.skip_first_batches(loader, progress["batches_in_epoch"]) if progress["batches_in_epoch"] else loader
             for batch in epoch_loader:
@@ -129,26 +150,33 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                 if block_log:
                     block_log.add(batch["input_ids"])
                 with accelerator.accumulate(distiller):
-                    total, parts = distiller(teacher, batch)
-                    # one host sync per micro-step: the batch's tokens over all processes, and
-                    # the summed loss, non-finite if any process's is (so all stop together)
-                    batch_tokens, loss_sum = accelerator.reduce(
-                        torch.stack([batch["attention_mask"].sum().float(), total.detach().float()]), reduction="sum"
+                    loss = distiller(teacher, batch)
+                    # one host sync per micro-step, the same for every process: the batch's tokens,
+                    # the summed loss (non-finite if any process's is) and how many processes were
+                    # asked to stop, so that all stop together, at the same step
+                    batch_tokens, loss_sum, stops = accelerator.reduce(
+                        torch.stack([
+                            batch["attention_mask"].sum().float(),
+                            loss.total.detach().float(),
+                            torch.tensor(float(stop_requested() is not None), device=accelerator.device),
+                        ]),
+                        reduction="sum",
                     ).tolist()
-                    _check_finite(loss_sum, parts, progress["step"] + 1, run_dir)
-                    accelerator.backward(total)
+                    _check_finite(loss_sum, loss.parts, progress["step"] + 1, run_dir)
+                    accelerator.backward(loss.total)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(distiller.parameters(), train.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 progress["tokens"] += int(batch_tokens)
-                window.add(total, parts, batch_tokens)
+                stops_seen = max(stops_seen, stops)
+                window.add(loss, batch_tokens)
                 if not accelerator.sync_gradients:
                     continue
                 progress["step"] += 1
                 bar.update(1)
-                if progress["step"] % train.log_every == 0 or _budget_spent(progress, total_steps, train.max_tokens):
+                if progress["step"] % train.log_every == 0 or done():
                     record = window.flush(progress, scheduler.get_last_lr()[0], accelerator)
                     if accelerator.is_main_process:
                         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -157,8 +185,9 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=progress["step"])
                 if progress["step"] % train.save_every == 0:
                     save()
-                stop_signal = stop_requested()
-                if stop_signal or _budget_spent(progress, total_steps, train.max_tokens):
+                if stops_seen:  # a process that got no signal itself stops as if sent SIGTERM
+                    stop_signal = stop_requested() or signal.SIGTERM
+                if stop_signal or done():
                     break
             else:  # the epoch ended: the next one starts from its first batch
                 progress["epoch"] += 1
@@ -170,7 +199,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     if stop_signal:
         path = save()
         accelerator.end_training()
-        raise _Stopped(stop_signal, progress["step"], path)
+        raise TrainingStopped(stop_signal, progress["step"], path)
     save()
     out = run_dir / "student"
     # every process must end with the same weights; a mismatch means the ranks diverged
@@ -197,19 +226,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     return out
 
 
-def make_student(teacher: torch.nn.Module, s: StudentConfig, seed: int) -> torch.nn.Module:
-    """The student a run config describes (the quickstart builds its "before" with it too)."""
-    return build_student(
-        teacher,
-        student_config(teacher.config, s.layers, s.hidden, s.heads, s.intermediate),
-        init=s.init,
-        init_layers=s.init_layers,
-        init_mapping=s.init_mapping,
-        seed=seed,
-    )
-
-
-class _Stopped(TadistillError):
+class TrainingStopped(TadistillError):
     """Raised after a signal-triggered checkpoint, so the CLI exits without a traceback."""
 
     def __init__(self, signal_number: int, step: int, checkpoint: Path | None):
@@ -233,8 +250,28 @@ def _stop_requests():
             signal.signal(sig, handler)
 
 
-def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: str | None, allow_config_change: bool) -> Path | None:
-    """Create the run directory, write the resolved config; return the checkpoint to resume."""
+def _prepare_run_dir(
+    accelerator: Accelerator, run_dir: Path, config: RunConfig, resume: str | None, allow_config_change: bool
+) -> Path | None:
+    """The main process creates the run directory and writes the resolved config while the
+    others wait; every process gets the checkpoint to resume from (None: a fresh start), or
+    the same error."""
+    outcome: list = [None]
+    if accelerator.is_main_process:
+        try:
+            checkpoint = _prepare_on_main(run_dir, config, resume, allow_config_change)
+            outcome = [{"checkpoint": None if checkpoint is None else str(checkpoint)}]
+        except TadistillError as error:
+            if accelerator.num_processes == 1:
+                raise
+            outcome = [{"error": str(error)}]
+    broadcast_object_list(outcome)  # also the barrier the other processes wait at
+    if "error" in outcome[0]:
+        raise TadistillError(outcome[0]["error"])
+    return None if outcome[0]["checkpoint"] is None else Path(outcome[0]["checkpoint"])
+
+
+def _prepare_on_main(run_dir: Path, config: RunConfig, resume: str | None, allow_config_change: bool) -> Path | None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -257,29 +294,11 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: str | None, allow
                 f"the config differs from the run being resumed at: {', '.join(changed)}; "
                 "restore those values or pass --allow-config-change"
             )
+    remove_partial_checkpoints(run_dir)  # left by a crash while a checkpoint was written
     tmp = resolved.with_suffix(".yaml.tmp")
     tmp.write_text(dump_yaml(config))
     tmp.rename(resolved)
     return checkpoint
-
-
-def _total_steps(max_steps: int | None, max_tokens: int | None, tokens_per_step: int) -> int:
-    """Optimizer steps of the run; a token budget counts full blocks (packing fills them)."""
-    steps = [s for s in (max_steps, math.ceil(max_tokens / tokens_per_step) if max_tokens else None) if s]
-    return min(steps)
-
-
-def _budget_spent(progress: dict, total_steps: int, max_tokens: int | None) -> bool:
-    return progress["step"] >= total_steps or (max_tokens is not None and progress["tokens"] >= max_tokens)
-
-
-def _parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation weights (the BERT convention)."""
-    decay, no_decay = [], []
-    for param in module.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _check_finite(loss_sum: float, parts: dict, step: int, run_dir: Path) -> None:
@@ -327,8 +346,8 @@ class _LogWindow:
         self.tokens = 0
         self.started = time.perf_counter()
 
-    def add(self, total: torch.Tensor, parts: dict, tokens: int) -> None:
-        for name, value in {"loss": total, **parts}.items():
+    def add(self, loss, tokens: int) -> None:
+        for name, value in {"loss": loss.total, **loss.parts}.items():
             self.sums[name] = self.sums.get(name, 0) + value.detach().float()
         self.count += 1
         self.tokens += tokens
@@ -342,7 +361,7 @@ class _LogWindow:
         return record
 
 
-def _plan(config, teacher, student, objectives, corpus, tokens_per_step, total_steps, progress) -> str:
+def _plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress) -> str:
     t, s = shape_of(teacher), shape_of(student)
     t_params = sum(p.numel() for p in teacher.parameters())
     s_params = sum(p.numel() for p in student.parameters())
@@ -354,7 +373,7 @@ def _plan(config, teacher, student, objectives, corpus, tokens_per_step, total_s
         *[f"    {source}" for source in corpus.sources],
         "  objectives",
         *[f"    {_describe_objective(n, w, o)}" for n, w, o in zip(objectives.names, objectives.weights, objectives.objectives)],
-        f"  budget    {total_steps} steps x {tokens_per_step:,} tokens/step = {total_steps * tokens_per_step:,} tokens"
+        f"  budget    {steps} steps x {tokens_per_step:,} tokens/step = {steps * tokens_per_step:,} tokens"
         + (f" (max_tokens {config.train.max_tokens:,})" if config.train.max_tokens else ""),
     ]
     if progress["step"]:

@@ -18,15 +18,17 @@ from pathlib import Path
 import torch
 from transformers import AutoModel
 
-from tadistill.bench import count_parameters, random_inputs, summarize, time_forward
-from tadistill.config import RunConfig, load_config
+from tadistill.config import RunConfig, shipped_configs
+from tadistill.data.docstrings import build_docstring_corpus
 from tadistill.errors import ModelError, TadistillError
-from tadistill.models import load_teacher
-from tadistill.quickstart.agreement import agreement, embed, pooling_mode
-from tadistill.quickstart.corpus import build_corpus
-from tadistill.recipes.distill import distill, make_student
+from tadistill.evaluation.embeddings import agreement, embed, pooling_mode
+from tadistill.measure import count_parameters, time_cells
+from tadistill.models import load_teacher, make_student
+from tadistill.recipes.distill import distill
+from tadistill.tables import render_text
+from tadistill.validation import checked_run_config
 
-CONFIG = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
+CONFIG = shipped_configs() / "quickstart.yaml"
 # the sentence-transformers files of the teacher that describe pooling and normalisation,
 # not weights: the same for any student of the same width
 _SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -59,7 +61,9 @@ def quickstart(
     teacher_path = teacher_dir()
 
     # ---- data and config
-    corpus = build_corpus(output / "corpus", seed=0, max_train_bytes=max_train_bytes, max_heldout_docs=heldout_docs)
+    corpus = build_docstring_corpus(
+        output / "corpus", seed=0, max_train_bytes=max_train_bytes, max_heldout_docs=heldout_docs
+    )
     print(f"corpus: {corpus.train_docs:,} train docstrings ({corpus.train_bytes / 1e6:.2f} MB) "
           f"from {corpus.files_read:,} files, {corpus.heldout_docs:,} held-out docstrings")
     config = quickstart_config(teacher_path, corpus.train_path, steps)
@@ -68,7 +72,8 @@ def quickstart(
     max_seq_length = config.data.max_seq_length
 
     # ---- the teacher's embeddings and those of the student before distillation, built as `distill` builds it
-    teacher, tokenizer, _ = load_teacher(str(teacher_path))
+    loaded = load_teacher(str(teacher_path))
+    teacher, tokenizer = loaded.model, loaded.tokenizer
     initial = make_student(teacher, config.student, config.train.seed)
     teacher_emb = embed(teacher, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
     initial_emb = embed(initial, tokenizer, heldout, max_seq_length=max_seq_length, pooling=pooling)
@@ -105,22 +110,14 @@ def quickstart_config(teacher_path: Path, train_path: Path, steps: int | None) -
     overrides = [f"teacher.path={teacher_path}", f"data.sources.0.path={train_path}"]
     if steps is not None:
         overrides += [f"train.max_steps={steps}", f"train.warmup_steps={math.ceil(0.05 * steps)}"]
-    return load_config(CONFIG, overrides)
+    return checked_run_config(CONFIG, overrides)
 
 
 def bench_latency(models: dict[str, torch.nn.Module], iters: int) -> dict[str, dict[int, float]]:
-    """Median ms per forward, model -> batch -> ms, on the same random ids for every model.
-
-    Models are the inner loop so a slow spell of a shared machine hits them alike.
-    """
-    latency: dict[str, dict[int, float]] = {name: {} for name in models}
-    for batch in _BENCH_BATCHES:
-        for name, model in models.items():
-            encoder = model.base_model
-            inputs = random_inputs(encoder.config.vocab_size, batch, _BENCH_SEQ, seed=0, device="cpu")
-            times = time_forward(encoder, inputs, autocast_dtype=None, warmup=2, iters=iters)
-            latency[name][batch] = summarize(times, batch, _BENCH_SEQ)["median_ms"]
-    return latency
+    """Median ms per forward in fp32, model -> batch -> ms (the bench's timing loop)."""
+    encoders = {name: model.base_model for name, model in models.items()}
+    cells = time_cells(encoders, _BENCH_BATCHES, (_BENCH_SEQ,), warmup=2, iters=iters)
+    return {name: {cell[name]["batch"]: cell[name]["median_ms"] for cell in cells} for name in models}
 
 
 def _row(model: torch.nn.Module, latency: dict[int, float], teacher_latency: dict[int, float], scores: dict | None) -> dict:
@@ -137,21 +134,19 @@ def _row(model: torch.nn.Module, latency: dict[int, float], teacher_latency: dic
 def format_table(rows: dict[str, dict], heldout_docs: int) -> str:
     headers = ["model", "emb M", "transf. M", *(f"ms b{b}" for b in _BENCH_BATCHES),
                *(f"speedup b{b}" for b in _BENCH_BATCHES), "mean cos", "Spearman", "NN@1"]
-    table = [headers]
-    for name, row in rows.items():
-        table.append([
+    table = [
+        [
             name, f"{row['embeddings_M']:.1f}", f"{row['transformer_M']:.1f}",
             *(f"{row[f'ms_b{b}']:.1f}" for b in _BENCH_BATCHES),
             *(f"{row[f'speedup_b{b}']:.2f}x" for b in _BENCH_BATCHES),
             f"{row['mean_cos']:.3f}", f"{row['spearman']:.3f}", f"{row['nn_at_1']:.3f}",
-        ])
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths))) for line in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+        ]
+        for name, row in rows.items()
+    ]
     note = (f"agreement with the teacher on {heldout_docs:,} held-out docstrings (mean-pooled sentence embeddings): "
             "mean cos of each text's two embeddings, Spearman of all pairwise similarities, "
             "NN@1 = same nearest neighbour; latency: median ms per forward, seq 128")
-    return "\n".join(lines) + "\n" + note
+    return render_text(headers, table) + "\n" + note
 
 
 def save_sentence_transformers_files(teacher_path: Path, student_dir: Path) -> None:

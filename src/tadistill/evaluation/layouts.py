@@ -25,7 +25,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from tadistill.errors import DataError
-from tadistill.finetune.tasks import XNLI_LANGUAGES, Task
+from tadistill.evaluation.tasks import XNLI_LANGUAGES, Task
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The evaluation sweep of the distillation papers, resumable, with a leaderboard table.
+"""The sweep recipe: the evaluation protocol of the distillation papers, resumable, with a
+leaderboard table.
 
 Per task: fine-tune once per cell of learning rates x epochs x seeds; per (lr, epochs)
 take the median over seeds of the dev score; keep the best (lr, epochs) and report the
@@ -17,10 +18,11 @@ import numpy as np
 from accelerate import PartialState
 
 from tadistill.errors import ConfigError, Problem
-from tadistill.finetune.layouts import load_task_data
-from tadistill.finetune.metrics import GLUE_AVERAGE_DEFINITION, SHOWN_VALUES, glue_average
-from tadistill.finetune.tasks import SUITES, XNLI_LANGUAGES, Task, get_task
-from tadistill.finetune.train import encode, finetune, load_tokenizer
+from tadistill.evaluation.layouts import load_task_data
+from tadistill.evaluation.metrics import GLUE_AVERAGE_DEFINITION, SHOWN_VALUES, glue_average
+from tadistill.evaluation.tasks import SUITES, XNLI_LANGUAGES, Task, get_task
+from tadistill.recipes.finetune import encode, finetune, load_tokenizer
+from tadistill.tables import render_markdown
 
 FIRST_SEED = 42  # seeds are 42, 43, ...: a one-seed sweep repeats `tadistill finetune`'s default run
 METRIC_NAMES = {"mcc": "MCC", "accuracy": "acc", "accuracy_f1": "F1/acc", "pearson_spearman": "Pearson/Spearman"}
@@ -144,9 +146,9 @@ def _glue_tables(results: dict) -> list[str]:
          f"{summary['lr']:g}", str(summary["epochs"]), str(summary["seeds"])]
         for task, summary in zip(tasks, summaries.values())
     ]
-    lines = _table(headers, [row])
+    lines = render_markdown(headers, [row]).splitlines()
     lines += ["", "Dev sets; each task at its best learning rate, median over seeds.", ""]
-    lines += _table(["Task", "Metric", "Dev", "lr", "Epochs", "Seeds"], details)
+    lines += render_markdown(["Task", "Metric", "Dev", "lr", "Epochs", "Seeds"], details).splitlines()
     if average["tasks"]:
         lines += ["", f"Avg: {average['definition']}."]
     return lines
@@ -155,7 +157,7 @@ def _glue_tables(results: dict) -> list[str]:
 def _xnli_tables(results: dict) -> list[str]:
     summary = results["tasks"]["xnli"]
     accuracies = [_pct(summary["metrics"][f"test_{language}"]["accuracy"]) for language in XNLI_LANGUAGES]
-    lines = _table(["Model", *XNLI_LANGUAGES, "Avg"], [[results["model"], *accuracies, _pct(summary["score"])]])
+    lines = render_markdown(["Model", *XNLI_LANGUAGES, "Avg"], [[results["model"], *accuracies, _pct(summary["score"])]]).splitlines()
     dev_average = _pct(summary["metrics"]["dev_avg"]["accuracy"])
     return lines + [
         "",
@@ -175,10 +177,3 @@ def _shown_values(task: Task, summary: dict) -> str:
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    return [line(headers), "|" + "---|" * len(headers), *map(line, rows)]

@@ -30,7 +30,9 @@ _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @dataclass(frozen=True)
-class Corpus:
+class DocstringCorpus:
+    """Where `build_docstring_corpus` wrote the train and held-out text, and how much of it."""
+
     train_path: Path
     heldout_path: Path
     train_docs: int
@@ -99,7 +101,7 @@ def _is_underline(line: str) -> bool:
     return bool(stripped) and set(stripped) <= set("-=~^*#+")
 
 
-def build_corpus(
+def build_docstring_corpus(
     out_dir: str | Path,
     seed: int = 0,
     roots: list[Path] | None = None,
@@ -107,7 +109,7 @@ def build_corpus(
     max_heldout_docs: int = 1000,
     heldout_fraction: float = 0.1,
     min_chars: int = 80,
-) -> Corpus:
+) -> DocstringCorpus:
     """Write `train.txt` and `heldout.txt` (one document per line) under `out_dir`.
 
     Reading stops once the train text would pass `max_train_bytes` and the held-out part
@@ -146,7 +148,7 @@ def build_corpus(
     train_path, heldout_path = out / "train.txt", out / "heldout.txt"
     train_path.write_text("".join(f"{doc}\n" for doc in train), encoding="utf-8")
     heldout_path.write_text("".join(f"{doc}\n" for doc in heldout), encoding="utf-8")
-    return Corpus(
+    return DocstringCorpus(
         train_path=train_path,
         heldout_path=heldout_path,
         train_docs=len(train),

@@ -1,4 +1,9 @@
-"""Fine-tune an encoder on one task and score it: the standard GLUE recipe, on accelerate.
+"""The finetune recipe: fine-tune an encoder on one task and score it, the standard GLUE
+recipe on accelerate.
+
+Read top to bottom: load the encoder with a fresh head, tokenise (`encode`), then
+`finetune`: prepare model, optimiser, schedule and loaders once, train for the epochs,
+score every eval set (`score_eval_sets`) and write `metrics.json`.
 
 AdamW (no weight decay on biases and norms), linear schedule with warmup, gradient
 clipping at 1.0, bf16 autocast, dynamic padding; predictions of every process are
@@ -27,9 +32,10 @@ from transformers import (
 )
 
 from tadistill.errors import ConfigError, ModelError, Problem
-from tadistill.finetune.layouts import TaskData
-from tadistill.finetune.metrics import average_sets, compute_metrics
-from tadistill.finetune.tasks import Task
+from tadistill.evaluation.layouts import TaskData
+from tadistill.evaluation.metrics import average_sets, compute_metrics
+from tadistill.evaluation.tasks import Task
+from tadistill.training import parameter_groups
 
 Metrics = dict[str, dict[str, float]]  # eval set name -> metric name -> value
 
@@ -108,7 +114,7 @@ def finetune(
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=collate)
     eval_loaders = [DataLoader(split, batch_size=batch_size, collate_fn=collate) for split in data.evals.values()]
-    optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
     # counted in batches before sharding: once prepared, the scheduler advances once per
     # process at each optimizer step, so it still ends at total_steps on any process count
     total_steps = epochs * len(train_loader)
@@ -135,7 +141,7 @@ def finetune(
         accelerator.print(f"{task.name} epoch {epoch}/{epochs}: train loss {mean_loss:.4f}")
     progress.close()
 
-    metrics = evaluate(model, dict(zip(data.evals, eval_loaders)), task, accelerator)
+    metrics = score_eval_sets(model, dict(zip(data.evals, eval_loaders)), task, accelerator)
     if output_dir is not None:
         settings = dict(
             model=str(model_dir), lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
@@ -149,17 +155,10 @@ def finetune(
     return metrics
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: biases and LayerNorm weights (1-D) are not decayed."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-
-
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loaders: dict[str, DataLoader], task: Task, accelerator: Accelerator) -> Metrics:
+def score_eval_sets(
+    model: torch.nn.Module, loaders: dict[str, DataLoader], task: Task, accelerator: Accelerator
+) -> Metrics:
     """The task's metrics on each eval set, plus `dev_avg` / `test_avg` for XNLI's languages."""
     model.eval()
     metrics: Metrics = {}

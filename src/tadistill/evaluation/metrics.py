@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from tadistill.finetune.tasks import SUITES
+from tadistill.evaluation.tasks import SUITES
 
 
 def mcc(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
