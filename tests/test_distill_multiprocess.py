@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,10 +33,18 @@ def setup(tiny_teacher_factory, tmp_path_factory):
     return tiny_teacher_factory("bert", layers=4), corpus
 
 
+def free_port() -> int:
+    """A port nobody listens on: accelerate's default (29500) may be held by another run."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def command(config: str, teacher: Path, corpus: Path, output: Path, settings: list[str], *extra: str) -> list[str]:
     sets = [*settings, f"teacher.path={teacher}", f"data.sources.0.path={corpus}"]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--num_machines", "1", "--main_process_port", str(free_port()),
+            "--mixed_precision", "no", "--dynamo_backend", "no",
             "-m", "tadistill.cli", "distill", str(CONFIGS / config), "--output", str(output),
             *[arg for s in sets for arg in ("--set", s)], *extra]
 

@@ -104,6 +104,24 @@ def bert_teacher_4l(tiny_teacher_factory):
     return tiny_teacher_factory("bert", layers=4)
 
 
+def full_forward(teacher, student, batch):
+    """Hidden states of every layer of both models, and each block's Q, K, V recomputed from its input."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        states = {"teacher": teacher(**inputs, output_hidden_states=True).hidden_states,
+                  "student": student(**inputs, output_hidden_states=True).hidden_states}
+
+    def qkv(model, hidden_states, layer):
+        projections = adapter_for(model).qkv(model, layer)
+        with torch.no_grad():
+            return {kind: getattr(projections, kind)(hidden_states[layer - 1]) for kind in ("query", "key", "value")}
+
+    return states, {
+        side: {layer: qkv(model, states[side], layer) for layer in range(1, len(states[side]))}
+        for side, model in (("teacher", teacher), ("student", student))
+    }
+
+
 def test_losses_equal_full_forward_references(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l, student_hidden=64, student_heads=4)
     student.eval()  # no dropout, so the two student forwards agree
@@ -118,8 +136,7 @@ def test_losses_equal_full_forward_references(bert_teacher_4l):
 
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
-        full_teacher = teacher(**inputs, output_hidden_states=True)
-        full_student = student(**inputs, output_hidden_states=True)
+        full_teacher, full_student = teacher(**inputs), student(**inputs)
     masked = batch["labels"] != -100
     mask = batch["attention_mask"]
     kl = losses.output_kl(student=full_student.logits, teacher=full_teacher.logits, mask=masked, temperature=2.0)
@@ -127,20 +144,60 @@ def test_losses_equal_full_forward_references(bert_teacher_4l):
     torch.testing.assert_close(logged["od/kl"], kl)
     torch.testing.assert_close(logged["od/mlm"], mlm)
 
-    def qkv(model, hidden_states, layer):
-        projections = adapter_for(model).qkv(model, layer)
-        return [projection(hidden_states[layer - 1]) for projection in (projections.query, projections.key, projections.value)]
-
-    with torch.no_grad():
-        teacher_qkv = qkv(teacher, full_teacher.hidden_states, 3)
-        student_qkv = qkv(student, full_student.hidden_states, 2)
-    relations = [losses.attention_relation_kl(student=s, teacher=t, attention_mask=mask, relation_heads=8) for s, t in zip(student_qkv, teacher_qkv)]
+    hidden, qkv = full_forward(teacher, student, batch)
+    relations = [
+        losses.attention_relation_kl(student=qkv["student"][2][kind], teacher=qkv["teacher"][3][kind],
+                                     attention_mask=mask, relation_heads=8)
+        for kind in ("query", "key", "value")
+    ]
     torch.testing.assert_close(logged["minilmv2"], sum(relations) / 3)
     hs = [  # uniform 4 -> 2: student 1 <- teacher 2, student 2 <- teacher 4
-        losses.hidden_mse(student=full_student.hidden_states[s], teacher=full_teacher.hidden_states[t], attention_mask=mask)
+        losses.hidden_mse(student=hidden["student"][s], teacher=hidden["teacher"][t], attention_mask=mask)
         for s, t in ((1, 2), (2, 4))
     ]
     torch.testing.assert_close(logged["hs"], sum(hs) / 2)
+
+
+def test_tinybert_minilm_and_direct_minilm_read_the_layers_they_declare(bert_teacher_4l):
+    """Each loss part equals the loss of the tensors of the layers the method pairs, taken from full forwards."""
+    teacher, student = load_pair(bert_teacher_4l, student_hidden=64, student_heads=4)
+    student.eval()
+    specs = [
+        ("tinybert", 1.0, {"mapping": "uniform", "projection": "never"}),  # student 1 <- teacher 2, 2 <- 4
+        ("minilm", 1.0, {"teacher_layer": 3, "student_layer": 1}),
+        ("direct-minilm", 1.0, {"teacher_layer": 3, "student_layer": 2, "projection": "never"}),
+    ]
+    objectives = build_objectives(objective_configs(specs), **shapes(teacher, student))
+    batch = make_batch(bert_teacher_4l, mlm=False)
+    logged = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch).parts
+    (hidden, qkv), mask = full_forward(teacher, student, batch), batch["attention_mask"]
+    s, t = qkv["student"], qkv["teacher"]
+
+    scores = [
+        losses.attention_score_mse(student_query=s[i]["query"], student_key=s[i]["key"], teacher_query=t[j]["query"],
+                                   teacher_key=t[j]["key"], attention_mask=mask, heads=4)
+        for i, j in ((1, 2), (2, 4))
+    ]
+    states = [losses.hidden_mse(student=hidden["student"][i], teacher=hidden["teacher"][j], attention_mask=mask)
+              for i, j in ((1, 2), (2, 4))]
+    embeddings = losses.hidden_mse(student=hidden["student"][0], teacher=hidden["teacher"][0], attention_mask=mask)
+    torch.testing.assert_close(logged["tinybert/attention"], sum(scores) / 2)
+    torch.testing.assert_close(logged["tinybert/hidden"], sum(states) / 2)
+    torch.testing.assert_close(logged["tinybert/embeddings"], embeddings)
+
+    attention = losses.attention_kl(student_query=s[1]["query"], student_key=s[1]["key"], teacher_query=t[3]["query"],
+                                    teacher_key=t[3]["key"], attention_mask=mask, heads=4)
+    value = losses.attention_relation_kl(student=s[1]["value"], teacher=t[3]["value"], attention_mask=mask,
+                                         relation_heads=4)
+    torch.testing.assert_close(logged["minilm/attention"], attention)
+    torch.testing.assert_close(logged["minilm/value"], value)
+
+    for letter, kind in (("q", "query"), ("k", "key"), ("v", "value")):
+        expected = losses.hidden_mse(student=s[2][kind], teacher=t[3][kind], attention_mask=mask)
+        torch.testing.assert_close(logged[f"direct-minilm/{letter}"], expected)
+    # and no other layer would have given the same numbers
+    assert not torch.allclose(logged["minilm/value"], losses.attention_relation_kl(
+        student=s[2]["value"], teacher=t[4]["value"], attention_mask=mask, relation_heads=4))
 
 
 def _count_head_calls(model, calls: list):

@@ -51,7 +51,7 @@ def test_captured_qkv_and_hidden_equal_a_full_forward_by_hand(family):
         captured = forward_taps(model, taps, batch)
         hidden_states = model.base_model(**batch, output_hidden_states=True).hidden_states
         # the projections of block 2 read block 1's output: all heads concatenated, (B, n, d)
-        by_hand = [projection(hidden_states[1]) for projection in adapter.qkv(model, 2)]
+        by_hand = [projection(hidden_states[1]) for projection in adapter.qkv(model, 2)]  # query, key, value
     for tap, expected in zip(taps, [*by_hand, hidden_states[0], hidden_states[3]]):
         assert captured[tap].shape == (3, 10, 64)
         torch.testing.assert_close(captured[tap], expected)

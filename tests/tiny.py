@@ -15,6 +15,15 @@ from transformers import (
     BertConfig,
     BertForMaskedLM,
     BertTokenizer,
+    CamembertConfig,
+    CamembertForMaskedLM,
+    CamembertTokenizer,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    DistilBertTokenizer,
+    ElectraConfig,
+    ElectraForPreTraining,
+    ElectraTokenizer,
     RobertaConfig,
     RobertaForMaskedLM,
     RobertaTokenizer,
@@ -41,14 +50,26 @@ def make_sentences(n: int, seed: int = 0, min_words: int = 4, max_words: int = 2
     ]
 
 
-def _bert_tokenizer(corpus: list[str]) -> BertTokenizer:
+def _wordpiece_vocab(corpus: list[str]) -> dict[str, int]:
     wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     )
     wp.train_from_iterator([s.lower() for s in corpus], trainer)
-    return BertTokenizer(vocab=wp.get_vocab(), do_lower_case=True)
+    return wp.get_vocab()
+
+
+def _bert_tokenizer(corpus: list[str]) -> BertTokenizer:
+    return BertTokenizer(vocab=_wordpiece_vocab(corpus), do_lower_case=True)
+
+
+def _electra_tokenizer(corpus: list[str]) -> ElectraTokenizer:
+    return ElectraTokenizer(vocab=_wordpiece_vocab(corpus), do_lower_case=True)
+
+
+def _distilbert_tokenizer(corpus: list[str]) -> DistilBertTokenizer:
+    return DistilBertTokenizer(vocab=_wordpiece_vocab(corpus), do_lower_case=True)
 
 
 def _roberta_tokenizer(corpus: list[str]) -> RobertaTokenizer:
@@ -69,20 +90,33 @@ def _bpe_merges(tok: Tokenizer) -> list:
     return json.loads(tok.to_str())["model"]["merges"]
 
 
-def _xlmr_tokenizer(corpus: list[str]) -> XLMRobertaTokenizer:
+def _unigram_vocab(corpus: list[str]) -> list[tuple[str, float]]:
     spm = SentencePieceUnigramTokenizer()
     spm.train_from_iterator(
         corpus, vocab_size=250, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk_token="<unk>"
     )
-    vocab = [tuple(v) for v in json.loads(spm.to_str())["model"]["vocab"]]
-    return XLMRobertaTokenizer(vocab=vocab)
+    return [tuple(v) for v in json.loads(spm.to_str())["model"]["vocab"]]
 
 
+def _xlmr_tokenizer(corpus: list[str]) -> XLMRobertaTokenizer:
+    return XLMRobertaTokenizer(vocab=_unigram_vocab(corpus))
+
+
+def _camembert_tokenizer(corpus: list[str]) -> CamembertTokenizer:
+    return CamembertTokenizer(vocab=_unigram_vocab(corpus))
+
+
+# family -> (config class, model class with the family's pretraining head, tokenizer builder)
 FAMILIES = {
     "bert": (BertConfig, BertForMaskedLM, _bert_tokenizer),
     "roberta": (RobertaConfig, RobertaForMaskedLM, _roberta_tokenizer),
     "xlm-roberta": (XLMRobertaConfig, XLMRobertaForMaskedLM, _xlmr_tokenizer),
+    "camembert": (CamembertConfig, CamembertForMaskedLM, _camembert_tokenizer),
+    # ELECTRA's discriminator, as google/electra-*-discriminator ships it
+    "electra": (ElectraConfig, ElectraForPreTraining, _electra_tokenizer),
+    "distilbert": (DistilBertConfig, DistilBertForMaskedLM, _distilbert_tokenizer),
 }
+ROBERTA_STYLE = ("roberta", "xlm-roberta", "camembert")  # <s> ... </s>, positions after the padding index
 
 
 def make_tiny_teacher(
@@ -101,18 +135,17 @@ def make_tiny_teacher(
     config_cls, model_cls, tokenizer_fn = FAMILIES[family]
     tokenizer = tokenizer_fn(make_sentences(400, seed=1))
     extra = {"pad_token_id": tokenizer.pad_token_id}
-    if family != "bert":
-        extra.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    config = config_cls(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=256 + (2 if family != "bert" else 0),
-        type_vocab_size=2 if family == "bert" else 1,
-        **extra,
-    )
+    if family in ROBERTA_STYLE:
+        extra.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, type_vocab_size=1)
+    if family == "distilbert":
+        shape = {"n_layers": layers, "dim": hidden, "n_heads": heads, "hidden_dim": intermediate}
+    else:
+        shape = {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads,
+                 "intermediate_size": intermediate}
+    if family == "electra":
+        shape["embedding_size"] = hidden
+    positions = 256 + (2 if family in ROBERTA_STYLE else 0)
+    config = config_cls(vocab_size=len(tokenizer), max_position_embeddings=positions, **shape, **extra)
     torch.manual_seed(seed)
     model = model_cls(config)
     if not with_lm_head:

@@ -49,10 +49,16 @@ class ArchAdapter:
     value: str = "attention.self.value"
     attention_output: str = "attention.output.dense"
     embeddings: str = "embeddings"
+    # a projection after the embeddings, when the model has one (ELECTRA with embedding_size
+    # != hidden_size): its output is layer 0, as `output_hidden_states` counts it
+    embeddings_projection: str | None = None
     lm_head: str | None = "lm_head"
     # RoBERTa-style position ids start after the padding index, so pad_token_id + 1
     # position embeddings are never used for tokens
     positions_after_padding: bool = False
+    # config keys that a student takes at its own width when the teacher has them at its
+    # width (ELECTRA's embedding_size; a teacher with narrower embeddings keeps them)
+    follows_hidden: tuple[str, ...] = ()
     # config attribute names, in the order: layers, hidden, heads, intermediate
     config_keys: tuple[str, str, str, str] = (
         "num_hidden_layers",
@@ -65,9 +71,14 @@ class ArchAdapter:
         layers, hidden, heads, intermediate = (getattr(config, k) for k in self.config_keys)
         return ModelShape(layers, hidden, heads, intermediate, config.vocab_size)
 
-    def shape_overrides(self, layers: int, hidden: int, heads: int, intermediate: int) -> dict:
-        """Config kwargs that set the given shape (for building a student config)."""
-        return dict(zip(self.config_keys, (layers, hidden, heads, intermediate)))
+    def shape_overrides(self, teacher_config, layers: int, hidden: int, heads: int, intermediate: int) -> dict:
+        """Config kwargs that give the teacher's config the student's shape."""
+        overrides = dict(zip(self.config_keys, (layers, hidden, heads, intermediate)))
+        teacher_hidden = getattr(teacher_config, self.config_keys[1])
+        for key in self.follows_hidden:
+            if getattr(teacher_config, key, None) == teacher_hidden:
+                overrides[key] = hidden
+        return overrides
 
     def max_positions(self, config) -> int:
         """The longest input (in tokens) the position embeddings cover."""
@@ -97,6 +108,12 @@ class ArchAdapter:
     def embedding_module(self, model: nn.Module) -> nn.Module:
         return _get(model.base_model, self.embeddings)
 
+    def embedding_output_module(self, model: nn.Module) -> nn.Module:
+        """The module whose output is layer 0 (the input of block 1)."""
+        if self.embeddings_projection and hasattr(model.base_model, self.embeddings_projection):
+            return _get(model.base_model, self.embeddings_projection)
+        return self.embedding_module(model)
+
     def lm_head_module(self, model: nn.Module) -> nn.Module | None:
         """The masked-LM head (hidden -> vocab logits), or None if the model has none."""
         if self.lm_head is None:
@@ -120,7 +137,9 @@ ADAPTERS: dict[str, ArchAdapter] = {
     "xlm-roberta": ArchAdapter("xlm-roberta", positions_after_padding=True),
     "camembert": ArchAdapter("camembert", positions_after_padding=True),
     # ELECTRA's generator head is two modules; the discriminator has none: no MLM logits.
-    "electra": ArchAdapter("electra", lm_head=None),
+    "electra": ArchAdapter(
+        "electra", lm_head=None, follows_hidden=("embedding_size",), embeddings_projection="embeddings_project"
+    ),
     "distilbert": ArchAdapter(
         "distilbert",
         layers="transformer.layer",

@@ -177,7 +177,7 @@ def student_config(
         intermediate = 4 * hidden if hidden not in (None, teacher.hidden) else teacher.intermediate
     config = teacher_config.__class__.from_dict(teacher_config.to_dict())
     for key, value in adapter.shape_overrides(
-        layers or teacher.layers, hidden or teacher.hidden, heads or teacher.heads, intermediate
+        teacher_config, layers or teacher.layers, hidden or teacher.hidden, heads or teacher.heads, intermediate
     ).items():
         setattr(config, key, value)
     return config

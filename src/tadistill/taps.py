@@ -43,7 +43,7 @@ class _AllCaptured(Exception):
 
 def _tapped_module(model: nn.Module, adapter: ArchAdapter, tap: Tap) -> nn.Module:
     if tap.kind == "hidden":
-        return adapter.embedding_module(model) if tap.layer == 0 else adapter.layer(model, tap.layer)
+        return adapter.embedding_output_module(model) if tap.layer == 0 else adapter.layer(model, tap.layer)
     return getattr(adapter.qkv(model, tap.layer), tap.kind)
 
 

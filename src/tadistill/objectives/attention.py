@@ -169,7 +169,8 @@ def common_heads_problems(
 class MiniLMOptions(ObjectiveOptions):
     """`minilm`: MiniLMv1 deep self-attention distillation.
 
-    teacher_layer / student_layer: the blocks compared (default: both last layers).
+    teacher_layer: the teacher block compared (default: the last).
+    student_layer: the student block compared (default: the last).
     heads: heads to split Q/K/V into; default the models' common head count (an error
         when the counts differ: then give a number dividing both widths).
     value_relation: add the value-relation KL, softmax(V V^T / sqrt(d_h)).
@@ -233,7 +234,8 @@ class DirectMiniLM(Objective):
 class DirectMiniLMOptions(ObjectiveOptions):
     """`direct-minilm`: MSE between learned projections of the student's Q/K/V and the teacher's.
 
-    teacher_layer / student_layer: the blocks compared (default: both last layers).
+    teacher_layer: the teacher block compared (default: the last).
+    student_layer: the student block compared (default: the last).
     tensors: which projections, among q, k, v.
     projection: "auto" (a linear map when widths differ), "always" or "never".
     """

@@ -84,7 +84,8 @@ class TinyBERT(Objective):
 class TinyBERTOptions(ObjectiveOptions):
     """`tinybert`: TinyBERT general distillation (transformer-layer and embedding losses).
 
-    mapping / pairs: layer mapping, as for `hs` (TinyBERT: uniform).
+    mapping: layer mapping strategy, as for `hs` (TinyBERT: uniform).
+    pairs: [[student_layer, teacher_layer], ...] for mapping "explicit".
     heads: heads to split Q/K into; default the models' common head count (an error when
         the counts differ: then give a number dividing both widths).
     embeddings: add the embedding-output MSE.
