@@ -64,6 +64,7 @@ def test_glue_table_is_leaderboard_style():
     assert "| Model | MNLI-m/mm | MRPC | Avg (2 tasks) |" in table
     assert "| runs/x/student | 84.2/84.6 | 88.1/83.9 | 85.1 |" in table
     assert "| MRPC | F1/acc | 88.1/83.9 | 2e-05 | 3 | 3 |" in table
+    assert "| Task | Metric | Scores | lr | Epochs | Seeds |" in table
     assert "Avg: the definition." in table
 
 

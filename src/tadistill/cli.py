@@ -21,6 +21,7 @@ COMMANDS = {
     "finetune": "tadistill.commands.finetune",
     "evaluate": "tadistill.commands.evaluate",
     "quickstart": "tadistill.commands.quickstart",
+    "agreement": "tadistill.commands.agreement",
 }
 
 

@@ -1,7 +1,8 @@
 """Run configuration: typed dataclasses, YAML with `include`, `key=value` overrides.
 
 `read_run_config` returns the config with every *structural* problem (unknown keys with
-"did you mean", wrong types, required keys left out, bad override paths); a value of the
+"did you mean", wrong types, required keys left out, bad override paths, `package:` / `docstrings:` paths that do not
+resolve, see `tadistill.paths`); a value of the
 wrong type is replaced by the key's default, so the checks of the values (the owners'
 `*_problems` functions, gathered by `tadistill.validation`) always run on well-typed
 input and nothing is reported twice. `teacher: PATH` is short for `teacher: {path: PATH}`.
@@ -35,6 +36,7 @@ from typing import Any, Union
 import yaml
 
 from tadistill.errors import ConfigError, Problem
+from tadistill.paths import resolve_paths
 from tadistill.registry import did_you_mean
 
 # what a run cannot do without; checked on the YAML (present or not), never on the values
@@ -274,6 +276,8 @@ def read_run_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunCon
     """
     data = read_yaml(resolve_config_path(path))
     problems = apply_overrides(data, list(overrides))
+    data, unresolved = resolve_paths(data)
+    problems += [Problem(key, value, message) for key, (value, message) in unresolved.items()]
     problems += required_problems(data)
     return build(RunConfig, data, "", problems), problems
 

@@ -1,7 +1,8 @@
-"""Fine-tune a model on one GLUE task or on XNLI and report its dev (XNLI: dev and test) scores.
+"""Fine-tune a model on one task and report its scores: a GLUE task or XNLI (dev; XNLI dev
+and test), or a task defined by your own files (a task YAML: see docs/finetune.md).
 
-Data comes from the Hugging Face hub unless --data-dir points to a local copy in the
-original layout (the GLUE download's glue_data/, or XNLI-1.0 + MultiNLI). Writes
+GLUE/XNLI data comes from the Hugging Face hub unless --data-dir points to a local copy in
+the original layout (the GLUE download's glue_data/, or XNLI-1.0 + MultiNLI). Writes
 metrics.json and the fine-tuned model to --output.
 """
 
@@ -11,7 +12,7 @@ import argparse
 
 from tadistill.commands.arguments import positive
 
-HELP = "fine-tune MODEL on a GLUE task or XNLI and report its scores"
+HELP = "fine-tune MODEL on a GLUE task, XNLI or a task of your own files and report its scores"
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tadistill.evaluation.tasks import TASKS
 
     add_training_arguments(parser)
-    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS.names())}")
+    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS.names())}, or a task file (TASK.yaml)")
     parser.add_argument("--lr", type=positive(float), default=2e-5, help="peak learning rate (default: 2e-5)")
     parser.add_argument("--epochs", type=positive(int), default=3, help="(default: 3)")
     parser.add_argument("--seed", type=int, default=42, help="(default: 42)")
@@ -47,14 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from tadistill.evaluation.file_tasks import is_task_file, load_file_task, read_file_task
     from tadistill.evaluation.layouts import load_task_data
     from tadistill.evaluation.tasks import get_task
     from tadistill.recipes.finetune import encode, finetune, load_tokenizer
 
-    task = get_task(args.task)
-    output = args.output or f"{args.model.rstrip('/')}-finetuned/{task.name}"
+    # cheapest checks first: the task's name (or task file), the model, then the data
+    task_file = read_file_task(args.task) if is_task_file(args.task) else None
+    task = None if task_file else get_task(args.task)
     tokenizer = load_tokenizer(args.model)
-    data = encode(load_task_data(task, args.data_dir), tokenizer, args.max_seq_length)
+    if task_file:
+        task, task_data = load_file_task(task_file)
+    else:
+        task_data = load_task_data(task, args.data_dir)
+    output = args.output or f"{args.model.rstrip('/')}-finetuned/{task.name}"
+    data = encode(task_data, tokenizer, args.max_seq_length)
     metrics = finetune(
         args.model, task, data, tokenizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, warmup_ratio=args.warmup_ratio, precision=args.precision,

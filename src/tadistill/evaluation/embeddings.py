@@ -8,6 +8,10 @@ trained with. Three numbers compare the two models:
 - spearman: rank correlation of the two models' pairwise similarities over all text pairs,
   i.e. do they order "which texts are alike" the same way (any widths);
 - nn_at_1: fraction of texts whose nearest other text is the same under both models (any widths).
+And one number without the teacher: `pair_similarity`, the Spearman correlation of the
+cosine of two texts' embeddings with a human score of how alike they are (STS-style
+zero-shot similarity). The pooling is the one a sentence-transformers model declares
+(`pooling_mode`), mean pooling otherwise.
 """
 
 from __future__ import annotations
@@ -23,12 +27,17 @@ from torch import nn
 from tadistill.errors import DataError, ModelError
 
 # sentence-transformers pooling flags -> the pooling `embed` runs for them
-_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+POOLING_MODULE = "sentence_transformers.models.Pooling"
 
 
 def pooling_mode(model_dir: str | Path) -> str:
-    """The pooling a sentence-transformers model dir declares in `1_Pooling/config.json`; "mean" without one."""
-    config_path = Path(model_dir) / "1_Pooling" / "config.json"
+    """The pooling a sentence-transformers model dir declares (its Pooling module's config,
+    found through modules.json); "mean" for a plain model directory."""
+    model_dir = Path(model_dir)
+    modules = model_dir / "modules.json"
+    folders = [m["path"] for m in json.loads(modules.read_text()) if m.get("type") == POOLING_MODULE] if modules.is_file() else []
+    config_path = model_dir / (folders[0] if folders else "1_Pooling") / "config.json"
     if not config_path.is_file():
         return "mean"
     config = json.loads(config_path.read_text())
@@ -42,9 +51,11 @@ def pooling_mode(model_dir: str | Path) -> str:
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    """(B, n, d) hidden states -> (B, d): mean over non-padding tokens, or the first ([CLS]) token."""
+    """(B, n, d) hidden states -> (B, d): mean or max over non-padding tokens, or the first ([CLS]) token."""
     if mode == "cls":
         return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf")).amax(dim=1)
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, n, 1)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
@@ -111,6 +122,14 @@ def agreement(teacher_emb: torch.Tensor, student_emb: torch.Tensor) -> dict[str,
         "spearman": float(spearman),
         "nn_at_1": same_neighbour.float().mean().item(),
     }
+
+
+def pair_similarity(first: torch.Tensor, second: torch.Tensor, scores) -> float:
+    """Spearman correlation between the cosines of paired embeddings (N, d) and their scores (N,)."""
+    if first.shape[0] != second.shape[0] or first.shape[0] != len(scores) or len(scores) < 3:
+        raise DataError(f"pair similarity needs N >= 3 pairs with a score each; got {first.shape[0]} and {len(scores)} scores")
+    cosines = F.cosine_similarity(first.float(), second.float(), dim=-1)  # (N,)
+    return float(spearmanr(cosines.numpy(), list(scores)).statistic)
 
 
 def _cosine_matrix(emb: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,13 @@ def accuracy_f1(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]
     return {"accuracy": acc, "f1": f1, "score": (acc + f1) / 2}
 
 
+def classification(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """A user's classification task (any number of classes): accuracy (the score), macro-F1, MCC."""
+    acc = float(accuracy_score(labels, predictions))
+    macro_f1 = float(f1_score(labels, predictions, average="macro"))
+    return {"accuracy": acc, "macro_f1": macro_f1, "mcc": float(matthews_corrcoef(labels, predictions)), "score": acc}
+
+
 def pearson_spearman(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     pearson = _correlation_or_zero(pearsonr, labels, predictions)
     spearman = _correlation_or_zero(spearmanr, labels, predictions)
@@ -53,6 +60,7 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, float]]] = {
     "mcc": mcc,
     "accuracy": accuracy,
     "accuracy_f1": accuracy_f1,
+    "classification": classification,
     "pearson_spearman": pearson_spearman,
 }
 
@@ -61,6 +69,7 @@ SHOWN_VALUES = {
     "mcc": ("mcc",),
     "accuracy": ("accuracy",),
     "accuracy_f1": ("f1", "accuracy"),
+    "classification": ("accuracy", "macro_f1"),
     "pearson_spearman": ("pearson", "spearman"),
 }
 

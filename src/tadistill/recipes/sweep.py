@@ -12,29 +12,31 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
 
 from tadistill.errors import ConfigError, Problem
-from tadistill.evaluation.layouts import load_task_data
+from tadistill.evaluation.layouts import TaskData
 from tadistill.evaluation.metrics import GLUE_AVERAGE_DEFINITION, SHOWN_VALUES, glue_average
-from tadistill.evaluation.tasks import SUITES, XNLI_LANGUAGES, Task, get_task
+from tadistill.evaluation.tasks import SUITES, TASKS, XNLI_LANGUAGES, Task, get_task
 from tadistill.recipes.finetune import encode, finetune, load_tokenizer
 from tadistill.tables import render_markdown
 
 FIRST_SEED = 42  # seeds are 42, 43, ...: a one-seed sweep repeats `tadistill finetune`'s default run
-METRIC_NAMES = {"mcc": "MCC", "accuracy": "acc", "accuracy_f1": "F1/acc", "pearson_spearman": "Pearson/Spearman"}
+METRIC_NAMES = {"mcc": "MCC", "accuracy": "acc", "accuracy_f1": "F1/acc", "classification": "acc/macro-F1",
+                "pearson_spearman": "Pearson/Spearman"}
 
 
 def run_sweep(
     model_dir: str | Path,
-    suite: str,
     output_dir: str | Path,
     *,
-    tasks: list[str] | None = None,
-    data_dir: str | Path | None = None,
+    suite: str,
+    tasks: list[Task],
+    load_data: Callable[[Task], TaskData],
     lrs: tuple[float, ...] = (1e-5, 2e-5, 3e-5, 5e-5),
     epochs: tuple[int, ...] = (3,),
     seeds: int = 3,
@@ -42,20 +44,20 @@ def run_sweep(
     max_seq_length: int = 128,
     precision: str = "bf16",
 ) -> dict:
-    """Run (or finish) the sweep of `model_dir` on `suite`; return and write its results."""
-    task_list = suite_tasks(suite, tasks)
+    """Run (or finish) the sweep of `model_dir` on `tasks` ("glue", "xnli" or "file" tasks);
+    return and write its results. `load_data(task)` is called only for tasks with runs left."""
     output_dir = Path(output_dir)
     tokenizer = load_tokenizer(model_dir)
     grid = list(itertools.product(lrs, epochs, range(FIRST_SEED, FIRST_SEED + seeds)))
     summaries = {}
-    for task in task_list:
+    for task in tasks:
         cell_dirs = {
             cell: output_dir / "runs" / task.name / cell_name(*cell, batch_size, max_seq_length) for cell in grid
         }
         todo = [cell for cell, cell_dir in cell_dirs.items() if not (cell_dir / "metrics.json").is_file()]
         PartialState().print(f"{task.name}: {len(grid) - len(todo)} of {len(grid)} runs already finished")
         if todo:  # a finished task needs no data: a rerun only rewrites the tables
-            data = encode(load_task_data(task, data_dir), tokenizer, max_seq_length)
+            data = encode(load_data(task), tokenizer, max_seq_length)
             for lr, n_epochs, seed in todo:
                 finetune(
                     model_dir, task, data, tokenizer, lr=lr, epochs=n_epochs, batch_size=batch_size,
@@ -78,8 +80,10 @@ def run_sweep(
         results["glue_average"] = {"score": average, "tasks": averaged, "definition": GLUE_AVERAGE_DEFINITION}
     if PartialState().is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (output_dir / "results.md").write_text(markdown_table(results))
+        for name, text in (("results.json", json.dumps(results, indent=2) + "\n"), ("results.md", markdown_table(results))):
+            partial = output_dir / f"{name}.partial"
+            partial.write_text(text)
+            partial.replace(output_dir / name)  # results.json marks a finished sweep: never half-written
     return results
 
 
@@ -117,6 +121,7 @@ def summarize_task(task: Task, runs: dict[tuple[float, int, int], dict]) -> dict
     }
     return {
         "score": medians[task.report_on]["score"],
+        "task": {"title": task.title, "metric": task.metric, "shown": list(task.shown), "report_on": task.report_on},
         "lr": lr,
         "epochs": epochs,
         "seeds": len(chosen),
@@ -128,16 +133,16 @@ def summarize_task(task: Task, runs: dict[tuple[float, int, int], dict]) -> dict
 def markdown_table(results: dict) -> str:
     """The model's results as Markdown: a leaderboard-style row, then how it was obtained."""
     title = [f"# {results['suite'].upper()}: {results['model']}", ""]
-    body = _xnli_tables(results) if results["suite"] == "xnli" else _glue_tables(results)
+    body = _xnli_tables(results) if results["suite"] == "xnli" else _task_tables(results)
     return "\n".join(title + body) + "\n"
 
 
-def _glue_tables(results: dict) -> list[str]:
+def _task_tables(results: dict) -> list[str]:
     summaries = results["tasks"]
-    tasks = [get_task(name) for name in summaries]
+    tasks = [_described_task(name, summary) for name, summary in summaries.items()]
     headers = ["Model", *(_column_title(task) for task in tasks)]
     row = [results["model"], *(_shown_values(task, summaries[task.name]) for task in tasks)]
-    average = results["glue_average"]
+    average = results.get("glue_average", {"tasks": []})
     if average["tasks"]:
         headers.append(f"Avg ({len(average['tasks'])} tasks)")
         row.append(_pct(average["score"]))
@@ -147,8 +152,12 @@ def _glue_tables(results: dict) -> list[str]:
         for task, summary in zip(tasks, summaries.values())
     ]
     lines = render_markdown(headers, [row]).splitlines()
-    lines += ["", "Dev sets; each task at its best learning rate, median over seeds.", ""]
-    lines += render_markdown(["Task", "Metric", "Dev", "lr", "Epochs", "Seeds"], details).splitlines()
+    if results["suite"] == "file":
+        sets = "Each task's " + " then ".join(dict.fromkeys(name for task in tasks for name in task.shown)) + " set"
+        lines += ["", f"{sets}; the learning rate picked on dev; median over seeds.", ""]
+    else:
+        lines += ["", "Dev sets; each task at its best learning rate, median over seeds.", ""]
+    lines += render_markdown(["Task", "Metric", "Scores", "lr", "Epochs", "Seeds"], details).splitlines()
     if average["tasks"]:
         lines += ["", f"Avg: {average['definition']}."]
     return lines
@@ -164,6 +173,15 @@ def _xnli_tables(results: dict) -> list[str]:
         f"Test accuracy, zero-shot from English; lr {summary['lr']:g} and {summary['epochs']} epochs chosen by "
         f"the average dev accuracy ({dev_average}); median of {summary['seeds']} seed(s).",
     ]
+
+
+def _described_task(name: str, summary: dict) -> Task:
+    """The task of a summary: from the registry, or as the summary describes it (file tasks)."""
+    if name in TASKS:
+        return get_task(name)
+    described = summary["task"]
+    return Task(name=name, title=described["title"], suite="file", metric=described["metric"], labels=(),
+                hub_text_columns=(), shown=tuple(described["shown"]), report_on=described["report_on"])
 
 
 def _column_title(task: Task) -> str:
