@@ -269,5 +269,10 @@ def test_pooling_mode_from_sentence_transformers_config(tmp_path):
     config.write_text(json.dumps({"word_embedding_dimension": 8, "pooling_mode_cls_token": True}))
     assert pooling_mode(tmp_path) == "cls"
     config.write_text(json.dumps({"pooling_mode_max_tokens": True, "pooling_mode_mean_tokens": False}))
-    with pytest.raises(ModelError, match="pooling_mode_max_tokens is not supported"):
+    assert pooling_mode(tmp_path) == "max"
+    config.write_text(json.dumps({"pooling_mode_weightedmean_tokens": True}))
+    with pytest.raises(ModelError, match="pooling_mode_weightedmean_tokens is not supported"):
+        pooling_mode(tmp_path)
+    config.write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}))
+    with pytest.raises(ModelError, match="set exactly one of"):
         pooling_mode(tmp_path)
