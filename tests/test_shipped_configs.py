@@ -4,6 +4,7 @@ Hub teachers are replaced by a local directory holding the same model config (th
 validator reads configs and tokenizers, never weights), so shapes, layer indices and
 relation heads are checked against the real BERT-base / XLM-R large dimensions. Files
 under a name starting with `_` are fragments: each must be included by some config.
+Studies (`configs/study/`) are checked cell by cell as `tadistill validate` does.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import pytest
 from transformers import BertConfig, XLMRobertaConfig
 
 from tadistill.config import read_yaml
+from tadistill.study.checks import check_study
+from tadistill.study.config import is_study, read_study_config
 from tadistill.validation import checked_run_config
 from tiny import make_sentences, make_tiny_teacher
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FRAGMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if any(part.startswith("_") for part in p.relative_to(CONFIGS).parts))
 RUNNABLE = sorted(set(CONFIGS.rglob("*.yaml")) - set(FRAGMENTS))
+STUDIES = [p for p in RUNNABLE if is_study(p)]
+RUN_CONFIGS = [p for p in RUNNABLE if p not in STUDIES]
 
 
 def stand_in(tmp_path_factory, name: str, family: str, config) -> Path:
@@ -54,27 +59,57 @@ def corpus(tmp_path_factory) -> Path:
     return path
 
 
+def is_local(path: str) -> bool:
+    """Whether a data path exists here as it is (`package:` paths resolve offline; the docstring
+    corpus is built on first use, which a validation test should not wait for)."""
+    return path.startswith("package:") or Path(path).exists()
+
+
 def overrides_for(path: Path, teachers: dict[str, Path], corpus: Path) -> list[str]:
     data = read_yaml(path)
-    teacher = data.get("teacher", {}).get("path", "")
+    teacher = data.get("teacher", {})
+    teacher = teacher.get("path", "") if isinstance(teacher, dict) else teacher
     sets = [f"teacher.path={teachers[teacher]}"] if teacher in teachers else []
     for i, source in enumerate(data.get("data", {}).get("sources", [])):
-        if source.get("format") != "hub" and not Path(source["path"]).exists():
+        if source.get("format") != "hub" and not is_local(source["path"]):
             sets.append(f"data.sources.{i}.path={corpus}")  # a machine-specific local corpus
     return sets
 
 
-@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(CONFIGS)))
+def study_overrides_for(path: Path, teachers: dict[str, Path], corpus: Path, task: Path) -> list[str]:
+    data = read_yaml(path)
+    sets = overrides_for(path, teachers, corpus)
+    evaluation = data.get("evaluation", {})
+    for i, entry in enumerate(evaluation.get("tasks", [])):
+        if entry.get("data") and not is_local(entry["data"]):
+            sets.append(f"evaluation.tasks.{i}.data={task}")
+    texts = (evaluation.get("agreement") or {}).get("texts")
+    if texts and not is_local(texts):
+        sets.append(f"evaluation.agreement.texts={corpus}")
+    return sets
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_shipped_config_is_valid(path, teachers, corpus):
     config = checked_run_config(path, overrides_for(path, teachers, corpus))  # raises listing every problem
     assert config.objectives
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_study_is_valid(path, teachers, corpus, tmp_path):
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(f'{{"text": "{s}", "label": "{i % 2}"}}\n' for i, s in enumerate(make_sentences(40))))
+    study, problems = read_study_config(path, study_overrides_for(path, teachers, corpus, task))
+    check = check_study(study)
+    assert problems + check.problems == []
+    assert len(check.cells) == len(study.methods) * len(study.students) >= 2
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_config_starts_with_the_command_that_runs_it(path):
     first = path.read_text().splitlines()[0]
     relative = path.relative_to(CONFIGS.parent)
-    assert re.match(rf"# tadistill (distill|quickstart)\b.*{re.escape(str(relative))}|# tadistill quickstart", first), first
+    assert re.match(rf"# tadistill (distill|quickstart|study)\b.*{re.escape(str(relative))}|# tadistill quickstart", first), first
 
 
 def test_every_fragment_is_included_somewhere():

@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": "tadistill.commands.evaluate",
     "quickstart": "tadistill.commands.quickstart",
     "agreement": "tadistill.commands.agreement",
+    "study": "tadistill.commands.study",
 }
 
 

@@ -208,8 +208,6 @@ def _set_path(node: Any, parts: list[str], value: Any, full_key: str) -> Problem
 
 def build(cls: type, data: Any, key: str, problems: list[Problem]) -> Any:
     """Convert plain YAML data to dataclass `cls`, appending every problem found."""
-    if cls is TeacherConfig and isinstance(data, str):  # `teacher: PATH`
-        data = {"path": data}
     if not isinstance(data, dict):
         problems.append(Problem(key or "config", data, f"expected a mapping for {cls.__name__}"))
         return cls()
@@ -274,7 +272,7 @@ def read_run_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunCon
 
     The checks of the values need the teacher and the file system: `tadistill.validation`.
     """
-    data = read_yaml(resolve_config_path(path))
+    data = expand_shorthands(read_yaml(resolve_config_path(path)))
     problems = apply_overrides(data, list(overrides))
     data, unresolved = resolve_paths(data)
     problems += [Problem(key, value, message) for key, (value, message) in unresolved.items()]
@@ -282,11 +280,18 @@ def read_run_config(path: str | Path, overrides: list[str] = ()) -> tuple[RunCon
     return build(RunConfig, data, "", problems), problems
 
 
+def expand_shorthands(data: dict) -> dict:
+    """`teacher: PATH` is short for `teacher: {path: PATH}` (before overrides reach teacher.*)."""
+    if isinstance(data.get("teacher"), str):
+        data["teacher"] = {"path": data["teacher"]}
+    return data
+
+
 def required_problems(data: dict) -> list[Problem]:
     """The required keys missing from (or empty in) the YAML, and a missing training budget."""
     teacher = data.get("teacher")
     given = {
-        "teacher.path": teacher.get("path") if isinstance(teacher, dict) else teacher,  # `teacher: PATH`
+        "teacher.path": teacher.get("path") if isinstance(teacher, dict) else None,
         "data.sources": data["data"].get("sources") if isinstance(data.get("data"), dict) else None,
         "objectives": data.get("objectives"),
     }
