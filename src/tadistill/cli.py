@@ -23,6 +23,7 @@ COMMANDS = {
     "quickstart": "tadistill.commands.quickstart",
     "agreement": "tadistill.commands.agreement",
     "study": "tadistill.commands.study",
+    "fit-head": "tadistill.commands.fit_head",
 }
 
 

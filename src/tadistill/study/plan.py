@@ -105,6 +105,7 @@ def make_plan(study: StudyConfig, study_dir: Path, *, needs_head: dict[str, bool
         units["prepare"] = Unit("prepare", str(study_dir), [Step(
             "fit-head",
             [*python, "fit-head", study.teacher.path, *[arg for s in study.data.sources for arg in ("--data", s.path)],
+             "--documents", study.data.sources[0].documents if study.data.sources else "blank-line",
              "--output", str(head_dir), "--steps", str(study.fit_head.steps), "--learning-rate", str(study.fit_head.learning_rate),
              "--max-seq-length", str(study.data.max_seq_length)],
             str(head_dir / "config.json"),
