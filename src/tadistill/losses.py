@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tadistill.relation_kl import blocked_relation_kl
+
 IGNORE_INDEX = -100  # label of unmasked positions, as DataCollatorForLanguageModeling writes them
 
 # A relation side is one tensor X (relation X X^T) or a pair (X, Y) (relation X Y^T).
@@ -107,9 +109,13 @@ def _padding_bias(key_mask: Tensor) -> Tensor:
     return torch.where(key_mask, 0.0, torch.finfo(torch.float32).min)[:, None, None, :]  # (B, 1, 1, n)
 
 
+RELATION_KERNELS = ("blocked", "reference")
+
+
 @_in_fp32
 def attention_relation_kl(
-    *, student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int
+    *, student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int,
+    kernel: str = "blocked",
 ) -> Tensor:
     """MiniLMv2 relation loss between student (B, n, d_S) and teacher (B, n, d_T) tensors.
 
@@ -117,9 +123,15 @@ def attention_relation_kl(
     head counts may differ), R = softmax(X Y^T / sqrt(d_r)) over valid keys, and the loss
     is KL(R_teacher || R_student) summed over keys, averaged over relation heads and over
     all valid query tokens of the batch. Pass (X, Y) pairs for cross relations (e.g. Q-K).
+
+    kernel "blocked" (for a frozen teacher) computes the same loss a few sequences at a time
+    with a closed-form backward (`tadistill.relation_kl`); "reference" is the plain version.
     """
     key_mask = attention_mask.bool()
     padding_bias = _padding_bias(key_mask)  # (B, 1, 1, n)
+    pairs = [side if isinstance(side, tuple) else (side, side) for side in (student, teacher)]
+    if kernel == "blocked" and not any(t.requires_grad for t in pairs[1]):
+        return blocked_relation_kl(pairs[0], pairs[1], key_mask, padding_bias, relation_heads)
     student_scores = _relation_scores(student, relation_heads).add_(padding_bias)  # (B, A, n, n)
     teacher_scores = _relation_scores(teacher, relation_heads).add_(padding_bias)  # (B, A, n, n)
     teacher_probs = F.softmax(teacher_scores, dim=-1)
