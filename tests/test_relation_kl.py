@@ -42,7 +42,7 @@ def tensors(seed, batch, tokens, width, teacher_width):
 
 
 @pytest.mark.parametrize("cross", [False, True])
-@pytest.mark.parametrize("chunk_bytes", [relation_kl.CHUNK_BYTES, 1])  # one chunk; one sequence per chunk
+@pytest.mark.parametrize("chunk_bytes", [2**20, 200, 1])  # whole sequences; query blocks; one query a block
 def test_blocked_equals_the_plain_loss_and_its_gradients(cross, chunk_bytes, monkeypatch):
     monkeypatch.setattr(relation_kl, "CHUNK_BYTES", chunk_bytes)
     x, y, tx, ty = tensors(0, batch=3, tokens=7, width=12, teacher_width=24)

@@ -131,3 +131,20 @@ def test_submitit_local_jobs_run_the_cells(inputs, tmp_path):
     again = subprocess.run(study_command(out, *inputs, *sets, "--launcher", "submitit-local", "--wait"),
                            env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "submitted" not in again.stdout  # collected, nothing resubmitted
+
+
+def test_a_step_is_redone_when_its_inputs_change(tmp_path):
+    from tadistill.study.plan import Step
+
+    config, student = tmp_path / "run.yaml", tmp_path / "tadistill.json"
+    config.write_text("train: {max_steps: 10}\n")
+    step = Step("eval/x", ["python", "-m", "tadistill.cli", "evaluate"], str(tmp_path / "results.json"),
+                inputs=[str(config), str(student)])
+    before = step.fingerprint
+    assert step.fingerprint == before  # stable while nothing changes
+    student.write_text('{"digest": "a"}')  # the student distilled (again)
+    distilled = step.fingerprint
+    assert distilled != before
+    config.write_text("train: {max_steps: 20}\n")  # the study edited
+    assert step.fingerprint not in (before, distilled)
+    assert Step("x", step.argv, step.marker).fingerprint != Step("x", [*step.argv, "--seeds", "3"], step.marker).fingerprint

@@ -23,61 +23,64 @@ import math
 import torch
 from torch import Tensor
 
-CHUNK_BYTES = 8 * 2**20  # one chunk's (b, A_r, n, n) fp32 tensor: a few MB, cache-friendly
+CHUNK_BYTES = 2**19  # one block's (b, A_r, q, n) fp32 scores: small enough to stay in the CPU's cache
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
     batch, tokens, width = x.shape
-    return x.view(batch, tokens, heads, width // heads).transpose(1, 2)  # (b, A, n, d_r)
+    return x.view(batch, tokens, heads, width // heads).transpose(1, 2).contiguous()  # (B, A, n, d_r)
 
 
 def _merge(x: Tensor) -> Tensor:
     batch, heads, tokens, width = x.shape
-    return x.transpose(1, 2).reshape(batch, tokens, heads * width)  # (b, n, A * d_r)
+    return x.transpose(1, 2).reshape(batch, tokens, heads * width)  # (B, n, A * d_r)
 
 
-def _chunks(batch: int, heads: int, tokens: int):
-    size = max(1, CHUNK_BYTES // (heads * tokens * tokens * 4))
-    return [slice(start, min(start + size, batch)) for start in range(0, batch, size)]
+def _blocks(batch: int, heads: int, tokens: int):
+    """(sequences, queries) slices covering the batch, each block's scores about CHUNK_BYTES."""
+    per_sequence = heads * tokens * tokens * 4
+    if per_sequence <= CHUNK_BYTES:
+        size = CHUNK_BYTES // per_sequence
+        return [(slice(b, min(b + size, batch)), slice(0, tokens)) for b in range(0, batch, size)]
+    queries = max(1, CHUNK_BYTES // (heads * tokens * 4))
+    return [(slice(b, b + 1), slice(q, min(q + queries, tokens))) for b in range(batch) for q in range(0, tokens, queries)]
 
 
 def _scores(left: Tensor, right: Tensor, bias: Tensor) -> Tensor:
     """left right^T / sqrt(d_r) + padding bias: (b, A, n, d_r) x2 -> (b, A, n, n)."""
-    return torch.baddbmm(
-        bias.expand(left.shape[0], left.shape[1], left.shape[2], right.shape[2]).reshape(-1, left.shape[2], right.shape[2]),
-        left.reshape(-1, *left.shape[2:]),  # (b * A, n, d_r)
-        right.reshape(-1, *right.shape[2:]).transpose(1, 2),
-        alpha=1 / math.sqrt(left.shape[-1]),
-    ).view(left.shape[0], left.shape[1], left.shape[2], right.shape[2])
+    # scaling the (n, d_r) operand rather than the (n, n) product saves a pass over the scores
+    return (left * (1 / math.sqrt(left.shape[-1]))).matmul(right.transpose(-1, -2)).add_(bias)
 
 
 def _loss(student_left, student_right, teacher_left, teacher_right, query_weight, padding_bias, heads) -> Tensor:
+    """Inputs split into heads, (B, A, n, d_r) each."""
     total = student_left.new_zeros(())
-    batch, tokens, _ = student_left.shape
-    for part in _chunks(batch, heads, tokens):
-        s = _scores(_heads(student_left[part], heads), _heads(student_right[part], heads), padding_bias[part])
-        t = _scores(_heads(teacher_left[part], heads), _heads(teacher_right[part], heads), padding_bias[part])
+    batch, _, tokens, _ = student_left.shape
+    for part, queries in _blocks(batch, heads, tokens):
+        s = _scores(student_left[part, :, queries], student_right[part], padding_bias[part])  # (b, A, q, n)
+        t = _scores(teacher_left[part, :, queries], teacher_right[part], padding_bias[part])
         log_t = torch.log_softmax(t, dim=-1)  # (b, A, n, n)
-        kl = (log_t.exp() * (log_t - torch.log_softmax(s, dim=-1))).sum(-1)  # (b, A, n)
-        total = total + (kl.sum(1) * query_weight[part]).sum()
+        difference = torch.log_softmax(s, dim=-1).neg_().add_(log_t)  # log p_T - log p_S, in place
+        kl = torch.einsum("bhqk,bhqk->bhq", log_t.exp_(), difference)  # sum over keys of p_T (log p_T - log p_S)
+        total = total + (kl.sum(1) * query_weight[part, queries]).sum()
     return total
 
 
 def _grads(student_left, student_right, teacher_left, teacher_right, query_weight, padding_bias, heads, grad_output,
            self_relation: bool) -> tuple[Tensor, Tensor | None]:
-    """Gradients of the loss for the student's X and Y (one, summed, for X X^T)."""
+    """Gradients of the loss for the student's X and Y, split into heads (one, summed, for X X^T)."""
     grad_left = torch.zeros_like(student_left)
     grad_right = grad_left if self_relation else torch.zeros_like(student_right)
-    batch, tokens, width = student_left.shape
-    scale = 1 / math.sqrt(width // heads)
-    for part in _chunks(batch, heads, tokens):
-        left, right = _heads(student_left[part], heads), _heads(student_right[part], heads)  # (b, A, n, d_r)
-        s = _scores(left, right, padding_bias[part])
-        t = _scores(_heads(teacher_left[part], heads), _heads(teacher_right[part], heads), padding_bias[part])
-        weight = (grad_output * query_weight[part])[:, None, :, None] * scale  # (b, 1, n, 1)
-        grad_scores = (torch.softmax(s, dim=-1) - torch.softmax(t, dim=-1)).mul_(weight)  # (b, A, n, n)
-        grad_left[part] += _merge(grad_scores @ right)  # (b, n, A * d_r)
-        grad_right[part] += _merge(grad_scores.transpose(-1, -2) @ left)
+    batch, _, tokens, width = student_left.shape
+    scale = 1 / math.sqrt(width)
+    for part, queries in _blocks(batch, heads, tokens):
+        left, right = student_left[part, :, queries], student_right[part]  # (b, A, q, d_r), (b, A, n, d_r)
+        s = _scores(left, right, padding_bias[part])  # (b, A, q, n)
+        t = _scores(teacher_left[part, :, queries], teacher_right[part], padding_bias[part])
+        weight = (grad_output * scale * query_weight[part, queries])[:, None, :, None]  # (b, 1, q, 1)
+        grad_scores = torch.softmax(s, dim=-1).sub_(torch.softmax(t, dim=-1)).mul_(weight)  # (b, A, q, n)
+        grad_left[part, :, queries] += grad_scores @ right  # (b, A, q, d_r)
+        grad_right[part] += grad_scores.transpose(-1, -2) @ left  # (b, A, n, d_r)
     return grad_left, None if self_relation else grad_right
 
 
@@ -88,13 +91,15 @@ class _RelationKL(torch.autograd.Function):
     def forward(ctx, student_left, student_right, teacher_left, teacher_right, query_weight, padding_bias, heads):
         ctx.save_for_backward(student_left, student_right, teacher_left, teacher_right, query_weight, padding_bias)
         ctx.heads = heads
-        return _loss(student_left, student_right, teacher_left, teacher_right, query_weight, padding_bias, heads)
+        split = [_heads(x, heads) for x in (student_left, student_right, teacher_left, teacher_right)]
+        return _loss(*split, query_weight, padding_bias, heads)
 
     @staticmethod
     def backward(ctx, grad_output):
-        sl, sr, tl, tr, weight, bias = ctx.saved_tensors
-        grad_left, grad_right = _grads(sl, sr, tl, tr, weight, bias, ctx.heads, grad_output, self_relation=False)
-        return grad_left, grad_right, None, None, None, None, None
+        *inputs, weight, bias = ctx.saved_tensors
+        split = [_heads(x, ctx.heads) for x in inputs]
+        grad_left, grad_right = _grads(*split, weight, bias, ctx.heads, grad_output, self_relation=False)
+        return _merge(grad_left), _merge(grad_right), None, None, None, None, None
 
 
 class _SelfRelationKL(torch.autograd.Function):
@@ -104,13 +109,16 @@ class _SelfRelationKL(torch.autograd.Function):
     def forward(ctx, student, teacher_left, teacher_right, query_weight, padding_bias, heads):
         ctx.save_for_backward(student, teacher_left, teacher_right, query_weight, padding_bias)
         ctx.heads = heads
-        return _loss(student, student, teacher_left, teacher_right, query_weight, padding_bias, heads)
+        x = _heads(student, heads)
+        return _loss(x, x, _heads(teacher_left, heads), _heads(teacher_right, heads), query_weight, padding_bias, heads)
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, tl, tr, weight, bias = ctx.saved_tensors
+        student, teacher_left, teacher_right, weight, bias = ctx.saved_tensors
+        x = _heads(student, ctx.heads)
+        tl, tr = _heads(teacher_left, ctx.heads), _heads(teacher_right, ctx.heads)
         grad, _ = _grads(x, x, tl, tr, weight, bias, ctx.heads, grad_output, self_relation=True)
-        return grad, None, None, None, None, None
+        return _merge(grad), None, None, None, None, None
 
 
 def blocked_relation_kl(student: tuple[Tensor, Tensor], teacher: tuple[Tensor, Tensor], key_mask: Tensor,

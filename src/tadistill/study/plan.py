@@ -35,11 +35,18 @@ class Step:
     name: str  # "distill", "eval/<task>", "agreement", "bench", "fit-head"
     argv: list[str]  # the command, from the Python executable on
     marker: str  # the file whose presence (and this step's fingerprint) marks it done
+    # files whose content the step depends on beyond its command line: its run config or task
+    # file, and the student it evaluates (whose tadistill.json changes when it is distilled again)
+    inputs: list[str] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
-        """Changes when the command does: an edited study redoes what its edit concerns."""
-        return hashlib.sha256(json.dumps(self.argv[1:]).encode()).hexdigest()[:16]
+        """Changes when the command or an input does: an edited study redoes what its edit
+        concerns, and a student distilled again is evaluated again."""
+        digest = hashlib.sha256(json.dumps(self.argv[1:]).encode())
+        for path in map(Path, self.inputs):
+            digest.update(path.read_bytes() if path.is_file() else b"(absent)")
+        return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -127,9 +134,11 @@ def make_plan(study: StudyConfig, study_dir: Path, *, needs_head: dict[str, bool
             if unit.gpus > 1:  # data parallel inside the cell's job
                 distill = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                            str(unit.gpus), *distill[1:]]
-            unit.steps.append(Step("distill", distill, str(cell_dir / "run" / "student" / "tadistill.json")))
             student_dir = str(cell_dir / "run" / "student")
-            unit.steps += [_eval_step(python, study, student_dir, cell_dir, task, task_files) for task in evaluation.tasks]
+            distilled = str(cell_dir / "run" / "student" / "tadistill.json")
+            unit.steps.append(Step("distill", distill, distilled, inputs=[str(cell_dir / "run.yaml")]))
+            unit.steps += [_eval_step(python, study, student_dir, cell_dir, task, task_files, inputs=[distilled])
+                           for task in evaluation.tasks]
             if evaluation.agreement is not None:
                 a = evaluation.agreement
                 argv = [*python, "agreement", student_dir, "--teacher", study.teacher.path, "--texts", a.texts,
@@ -138,7 +147,7 @@ def make_plan(study: StudyConfig, study_dir: Path, *, needs_head: dict[str, bool
                         "--output", str(cell_dir / "agreement.json")]
                 for pairs in a.pairs:
                     argv += ["--pairs", pairs.path, "--pair-columns", f"{pairs.text},{pairs.text_pair},{pairs.score}"]
-                unit.steps.append(Step("agreement", argv, str(cell_dir / "agreement.json")))
+                unit.steps.append(Step("agreement", argv, str(cell_dir / "agreement.json"), inputs=[distilled]))
             if evaluation.bench is not None:
                 b = evaluation.bench
                 unit.steps.append(Step("bench", [
@@ -146,7 +155,7 @@ def make_plan(study: StudyConfig, study_dir: Path, *, needs_head: dict[str, bool
                     "--batch", ",".join(map(str, b.batch)), "--seq", ",".join(map(str, b.seq)),
                     "--dtype", ",".join(b.dtype), "--warmup", str(b.warmup), "--iters", str(b.iters),
                     "--output", str(cell_dir / "bench.json"),
-                ], str(cell_dir / "bench.json")))
+                ], str(cell_dir / "bench.json"), inputs=[distilled]))
             units[name] = unit
     return units
 
@@ -192,7 +201,8 @@ def _write_task_files(study: StudyConfig, study_dir: Path) -> dict[str, Path]:
     return written
 
 
-def _eval_step(python: list[str], study: StudyConfig, model: str, unit_dir: Path, task: dict, task_files: dict[str, Path]) -> Step:
+def _eval_step(python: list[str], study: StudyConfig, model: str, unit_dir: Path, task: dict, task_files: dict[str, Path],
+               inputs: list[str] = ()) -> Step:
     grid = study.evaluation.finetune
     name = task_name(task)
     out = unit_dir / "eval" / name
@@ -201,7 +211,8 @@ def _eval_step(python: list[str], study: StudyConfig, model: str, unit_dir: Path
     argv = [*python, "evaluate", model, *which, "--lrs", ",".join(f"{lr:g}" for lr in grid.lrs),
             "--epochs", ",".join(map(str, grid.epochs)), "--seeds", str(grid.seeds), "--batch-size", str(grid.batch_size),
             "--max-seq-length", str(grid.max_seq_length), "--precision", grid.precision, "--output", str(out)]
-    return Step(f"eval/{name}", argv, str(out / "results.json"))
+    task_file = [str(task_files[name])] if name in task_files else []
+    return Step(f"eval/{name}", argv, str(out / "results.json"), inputs=[*task_file, *inputs])
 
 
 def plan_to_json(units: dict[str, Unit]) -> dict:
