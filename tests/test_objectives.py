@@ -116,6 +116,9 @@ def test_hs_taps_follow_the_mapping_and_projections_follow_the_widths():
     assert objectives.teacher_taps == {Tap("hidden", layer) for layer in (0, 2, 4)}
     assert objectives.student_taps == {Tap("hidden", layer) for layer in (0, 1, 2)}
     shapes = [tuple(p.shape) for p in objectives.parameters()]
+    assert shapes == [(64, 48), (64,)] * 4  # one learned map per pair: (0, 0), (1, 2), (1, 4), (2, 4)
+    shared = {"mapping": "uniform+last", "embeddings": True, "projection_sharing": "student-layer"}
+    shapes = [tuple(p.shape) for p in build_objectives(objective_configs([("hs", 1.0, shared)]), teacher=TEACHER, student=STUDENT).parameters()]
     assert shapes == [(64, 48), (64,)] * 3  # one learned map per distilled student layer
 
     def parameter_count(options):
