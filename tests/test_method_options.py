@@ -103,3 +103,84 @@ def test_hs_pair_sharing_with_all_padding_gives_zero_with_a_graph():
     loss = build("hs", {"mapping": "uniform+last"})(step).total
     assert loss.item() == 0 and loss.requires_grad
     loss.backward()
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def ref_relation_kl(x_s, x_t, mask, heads):
+    """MiniLMv2 relation KL, loop over batch rows with padding cut off: mean over real queries
+    (of the whole batch) of the head-mean of sum over real keys of p_T (log p_T - log p_S)."""
+    rows = []
+    for b in range(x_s.shape[0]):
+        n = int(mask[b].sum())
+
+        def relation(x):
+            split = x[b, :n].reshape(n, heads, -1).transpose(0, 1)  # (A, n, d_r)
+            return torch.log_softmax(split @ split.transpose(1, 2) / split.shape[-1] ** 0.5, dim=-1)  # (A, n, n)
+
+        log_t, log_s = relation(x_t), relation(x_s)
+        rows.append((log_t.exp() * (log_t - log_s)).sum(-1).mean(0))  # (n,)
+    return torch.cat(rows).mean()
+
+
+@pytest.mark.parametrize("reduction, scale", [(None, 1.0), ("sum", 1.0), ("mean", 1 / 3)])
+def test_minilmv2_sums_its_relation_losses_by_default(reduction, scale):
+    options = {"relation_heads": 2} | ({"reduction": reduction} if reduction else {})
+    step = random_step()
+    loss = build("minilmv2", options)(step)
+    s, t = step.student, step.teacher
+    parts = {f"{x}{x}": ref_relation_kl(s[Tap(kind, 2)], t[Tap(kind, 4)], MASK, 2) for x, kind in
+             (("q", "query"), ("k", "key"), ("v", "value"))}
+    for name, value in parts.items():
+        torch.testing.assert_close(loss.parts[f"minilmv2/{name}"], value)
+    torch.testing.assert_close(loss.total, scale * sum(parts.values()))
+
+
+def test_minilmv2_mean_divides_weighted_relations_by_their_count():
+    step = random_step()
+    summed = build("minilmv2", {"relation_heads": 2, "relations": {"qk": 2.0, "vv": 1.0}})(step)
+    mean = build("minilmv2", {"relation_heads": 2, "relations": {"qk": 2.0, "vv": 1.0}, "reduction": "mean"})(step)
+    torch.testing.assert_close(summed.total, 2 * summed.parts["minilmv2/qk"] + summed.parts["minilmv2/vv"])
+    torch.testing.assert_close(mean.total, summed.total / 2)
+
+
+def ref_score_mse(s, t, mask, heads):
+    """TinyBERT attention-score MSE: mean over heads and real (query, key) pairs."""
+    values = []
+    for b in range(s[0].shape[0]):
+        n = int(mask[b].sum())
+
+        def scores(q, k):
+            q, k = (x[b, :n].reshape(n, heads, -1).transpose(0, 1) for x in (q, k))  # (A, n, d_h)
+            return q @ k.transpose(1, 2) / q.shape[-1] ** 0.5  # (A, n, n)
+
+        values.append(((scores(*s) - scores(*t)) ** 2).mean(0).flatten())  # (n * n,)
+    return torch.cat(values).mean()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_tinybert_sums_attention_and_hidden_losses_over_layers_by_default(reduction):
+    student = ModelShape(layers=2, hidden=8, heads=2, intermediate=16, vocab_size=11)
+    options = {"projection": "never"} | ({} if reduction == "sum" else {"reduction": "mean"})
+    step = random_step(student=student)
+    loss = build("tinybert", options, student=student)(step)
+    s, t = step.student, step.teacher
+    pairs = [(1, 2), (2, 4)]  # uniform 4 -> 2
+    attention = [ref_score_mse((s[Tap("query", i)], s[Tap("key", i)]), (t[Tap("query", j)], t[Tap("key", j)]), MASK, 2)
+                 for i, j in pairs]
+    hidden = [ref_mse(s[Tap("hidden", i)], t[Tap("hidden", j)], MASK) for i, j in pairs]
+    embeddings = ref_mse(s[Tap("hidden", 0)], t[Tap("hidden", 0)], MASK)
+    reduce = sum if reduction == "sum" else (lambda values: sum(values) / len(values))
+    torch.testing.assert_close(loss.parts["tinybert/attention"], reduce(attention))
+    torch.testing.assert_close(loss.parts["tinybert/hidden"], reduce(hidden))
+    torch.testing.assert_close(loss.parts["tinybert/embeddings"], embeddings)  # one term, whatever the reduction
+    torch.testing.assert_close(loss.total, reduce(attention) + reduce(hidden) + embeddings)
+
+
+@pytest.mark.parametrize("name, options", [("minilmv2", {"relation_heads": 2}), ("tinybert", {"projection": "never"})])
+def test_summed_losses_with_all_padding_give_zero_with_a_graph(name, options):
+    student = ModelShape(layers=2, hidden=8, heads=2, intermediate=16, vocab_size=11)
+    loss = build(name, options, student=student)(random_step(student=student, mask=torch.zeros_like(MASK))).total
+    assert loss.item() == 0 and loss.requires_grad
+    loss.backward()
