@@ -101,14 +101,18 @@ def test_minilmv2_defaults_and_taps():
     assert list(objectives.parameters()) == []  # relations need no projection
 
 
-def test_od_needs_mlm_only_for_masked_positions_or_hard_labels():
+def test_od_masks_the_input_unless_asked_to_learn_from_plain_text():
     def flags(options):
         objectives = build_objectives(objective_configs([("od", 1.0, options)]), teacher=TEACHER, student=STUDENT)
         return objectives.needs_mlm, objectives.logit_positions, objectives.deepest_teacher_layer
 
-    assert flags({}) == (True, "masked", 4)
-    assert flags({"positions": "all"}) == (False, "all", 4)
+    assert flags({}) == (True, "all", 4)  # DistilBERT: masked input, soft targets on every token
+    assert flags({"positions": "masked"}) == (True, "masked", 4)
     assert flags({"positions": "all", "alpha_mlm": 1.0}) == (True, "all", 4)
+    assert flags({"mask_input": False}) == (False, "all", 4)
+    found = problems_by_key([("od", 1.0, {"mask_input": False, "positions": "masked"}),
+                             ("od", 1.0, {"mask_input": False, "alpha_mlm": 0.5})])
+    assert "positions 'all'" in found["objectives.0.mask_input"] and "alpha_mlm" in found["objectives.1.mask_input"]
 
 
 def test_hs_taps_follow_the_mapping_and_projections_follow_the_widths():

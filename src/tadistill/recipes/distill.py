@@ -96,6 +96,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         batch_size=train.batch_size,
         mlm_probability=config.data.mlm_probability if objectives.needs_mlm else None,
         num_workers=train.num_workers,
+        mlm_smoothing=config.data.mlm_smoothing,
     )
 
     # ---- optimisation: AdamW without decay on biases and LayerNorm weights, linear schedule
