@@ -184,3 +184,19 @@ def test_summed_losses_with_all_padding_give_zero_with_a_graph(name, options):
     loss = build(name, options, student=student)(random_step(student=student, mask=torch.zeros_like(MASK))).total
     assert loss.item() == 0 and loss.requires_grad
     loss.backward()
+
+
+def test_tinybert_shares_one_hidden_projection_across_layers_as_the_paper():
+    """TinyBERT: L_hidn = MSE(H^S W_h, H^T) with one W_h for every layer, and W_e for embeddings."""
+    objectives = build("tinybert", {"heads": 2})
+    (tinybert,) = objectives.objectives
+    (w_h,), (w_e,) = tinybert.hidden.projections, tinybert.embedding.projections
+    step = random_step()
+    s, t = step.student, step.teacher
+    hidden = sum(ref_mse(linear(w_h, s[Tap("hidden", i)]), t[Tap("hidden", j)], MASK) for i, j in ((1, 2), (2, 4)))
+    embeddings = ref_mse(linear(w_e, s[Tap("hidden", 0)]), t[Tap("hidden", 0)], MASK)
+    loss = objectives(step)
+    torch.testing.assert_close(loss.parts["tinybert/hidden"], hidden)
+    torch.testing.assert_close(loss.parts["tinybert/embeddings"], embeddings)
+    per_layer = build("tinybert", {"heads": 2, "projection_sharing": "pair"}).objectives[0]
+    assert len(per_layer.hidden.projections) == 2

@@ -35,7 +35,8 @@ class HiddenStates(Objective):
 
     `projection_sharing` "pair" gives every (s, t) pair its own W; "student-layer" shares one
     W_s among a student layer's teacher layers, which then regresses W_s h_S^s onto their
-    mean: sum_j ||W h - a_j||^2 = N ||W h - mean_j a_j||^2 + a term without W.
+    mean: sum_j ||W h - a_j||^2 = N ||W h - mean_j a_j||^2 + a term without W; "shared" is
+    one W for every pair (TinyBERT's single W_h).
     """
 
     def __init__(
@@ -57,8 +58,9 @@ class HiddenStates(Objective):
         self.loss_name = loss
         self.projection_sharing = projection_sharing
         self.reduction = reduction
-        # one map per pair, or per student layer; for one-to-one maps both give the same modules
-        count = sum(len(t) for _, t in layer_pairs) if projection_sharing == "pair" else len(layer_pairs)
+        # one map per pair, per student layer or in all; for one-to-one maps the first two agree
+        count = {"pair": sum(len(t) for _, t in layer_pairs), "student-layer": len(layer_pairs), "shared": 1}
+        count = count[projection_sharing]
         self.projections = nn.ModuleList(
             projection(student_width=student_width, teacher_width=teacher_width, mode=projection_mode)
             for _ in range(count)
@@ -72,8 +74,10 @@ class HiddenStates(Objective):
             student = step.student[Tap("hidden", student_layer)]
             if self.projection_sharing == "pair":
                 projected = [next(projections)(student) for _ in teacher_layers]
-            else:
+            elif self.projection_sharing == "student-layer":
                 projected = [next(projections)(student)] * len(teacher_layers)
+            else:
+                projected = [self.projections[0](student)] * len(teacher_layers)
             losses = [
                 loss_fn(student=s, teacher=step.teacher[Tap("hidden", t)], attention_mask=step.attention_mask)
                 for s, t in zip(projected, teacher_layers)
@@ -97,8 +101,9 @@ class HiddenStatesOptions(ObjectiveOptions):
     projection: "auto" learns a linear map when the widths differ, "always" also when
         they are equal, "never" compares raw states (needs equal widths).
     projection_sharing: "pair" (one map per student/teacher layer pair, each pair its own
-        loss term) or "student-layer" (one map per student layer, shared by its teacher
-        layers, which then amounts to regressing onto their mean).
+        loss term), "student-layer" (one map per student layer, shared by its teacher
+        layers, which then amounts to regressing onto their mean) or "shared" (one map for
+        every layer).
     """
 
     mapping: str = "last"

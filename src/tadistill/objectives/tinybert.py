@@ -19,6 +19,7 @@ from tadistill.objectives.base import (
     Objective,
     ObjectiveOptions,
     ProjectionMode,
+    ProjectionSharing,
     StepTensors,
     mapping_problems,
     projection_problems,
@@ -47,9 +48,10 @@ class TinyBERT(Objective):
         student_width: int,
         teacher_width: int,
         projection_mode: str,
+        projection_sharing: str,
     ):
         widths = {"student_width": student_width, "teacher_width": teacher_width, "projection_mode": projection_mode}
-        hidden = HiddenStates(layer_pairs, "mse", reduction=reduction, **widths)
+        hidden = HiddenStates(layer_pairs, "mse", reduction=reduction, projection_sharing=projection_sharing, **widths)
         teacher_taps = hidden.teacher_taps | _query_key_taps(t for _, ts in layer_pairs for t in ts)
         student_taps = hidden.student_taps | _query_key_taps(s for s, _ in layer_pairs)
         embedding = None
@@ -96,6 +98,8 @@ class TinyBERTOptions(ObjectiveOptions):
         the counts differ: then give a number dividing both widths).
     embeddings: add the embedding-output MSE.
     projection: as for `hs`; TinyBERT learns W_h when widths differ ("auto").
+    projection_sharing: "shared" (one W_h for every hidden layer, TinyBERT), or "pair" /
+        "student-layer" as for `hs`; the embeddings always have their own W_e.
     reduction: "sum" adds the attention and the hidden losses over the mapped layers
         (TinyBERT), "mean" averages them (tadistill's earlier default).
     """
@@ -105,6 +109,7 @@ class TinyBERTOptions(ObjectiveOptions):
     heads: int | None = None
     embeddings: bool = True
     projection: ProjectionMode = "auto"
+    projection_sharing: ProjectionSharing = "shared"
     reduction: Literal["sum", "mean"] = "sum"
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
@@ -123,4 +128,5 @@ class TinyBERTOptions(ObjectiveOptions):
             student_width=student.hidden,
             teacher_width=teacher.hidden,
             projection_mode=self.projection,
+            projection_sharing=self.projection_sharing,
         )
