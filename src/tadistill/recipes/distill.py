@@ -394,6 +394,10 @@ def _describe_objective(name: str, weight: float, objective) -> str:
     line = f"{name} (weight {weight:g}): student {taps(objective.student_taps)} <- teacher {taps(objective.teacher_taps)}"
     if getattr(objective, "layer_pairs", None):
         line += f", layer pairs {[(s, list(t)) for s, t in objective.layer_pairs]}"
+    if getattr(objective, "projection_sharing", None):
+        line += f", projections: {objective.projection_sharing}"
+    if getattr(objective, "reduction", None):
+        line += f", {objective.reduction} over layers"
     if objective.logit_positions:
         line += f", logits at {objective.logit_positions} positions"
     return line
