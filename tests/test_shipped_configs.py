@@ -144,7 +144,9 @@ def test_the_paper_grid_is_complete():
     base_layers = [f"{m}-l{layer}" for m in ("minilmv2", "direct-minilm") for layer in (11, 10)]  # L_T-1, L_T-2 of 12
     large_layers = [f"{m}-l{layer}" for m in ("minilmv2", "direct-minilm") for layer in (24, 23, 22)]
     en_students = ("6x768", "6x384", "4x312", "3x384", "12x384")
-    assert {f"{m}-{s}" for m in METHODS + base_layers for s in en_students} | {"distilbert-6x768"} <= names_in("en")
+    new_mappings = ["hs-last-k", "hs-uniform+last-k"]
+    en = {f"{m}-{s}" for m in METHODS + base_layers + new_mappings for s in en_students} | {"distilbert-6x768"}
+    assert en <= names_in("en")
     for large in ("bert-large", "roberta-large"):
         assert {f"{m}-{s}" for m in METHODS + large_layers for s in ("6x768", "6x384", "12x384")} <= names_in(large)
     assert {f"{m}-{s}" for m in METHODS + large_layers for s in ("6x384", "12x384")} <= names_in("multilingual")
