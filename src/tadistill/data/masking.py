@@ -18,25 +18,26 @@ import math
 
 import datasets
 import numpy as np
-import pyarrow.compute
 import torch
 
 from tadistill.losses import IGNORE_INDEX
 
 STREAM_COUNT_BLOCKS = 10_000  # ~1.3M tokens at 128 per block: enough to rank the frequent tokens
+COUNT_BATCH = 10_000  # blocks counted at a time
 REPLACE_PROBABILITIES = (0.8, 0.1, 0.1)  # [MASK], random token, kept
 
 
 def token_counts(blocks: datasets.Dataset | datasets.IterableDataset, vocab_size: int) -> np.ndarray:
     """(V,) occurrences of each token id among the real (non-padding) tokens of the blocks."""
     if isinstance(blocks, datasets.IterableDataset):
-        rows = list(blocks.take(STREAM_COUNT_BLOCKS))
-        ids = np.concatenate([np.asarray(r["input_ids"])[np.asarray(r["attention_mask"]) == 1] for r in rows])
-    else:
-        flat_ids = pyarrow.compute.list_flatten(blocks.data.column("input_ids")).to_numpy()
-        flat_mask = pyarrow.compute.list_flatten(blocks.data.column("attention_mask")).to_numpy()
-        ids = flat_ids[flat_mask == 1]
-    return np.bincount(ids.astype(np.int64), minlength=vocab_size)[:vocab_size]
+        rows = blocks.take(STREAM_COUNT_BLOCKS)
+    else:  # a batch at a time: a full corpus flattened at once would not fit in memory
+        rows = blocks.select_columns(["input_ids", "attention_mask"]).with_format("numpy").iter(batch_size=COUNT_BATCH)
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for row in rows:
+        ids, mask = np.asarray(row["input_ids"]), np.asarray(row["attention_mask"])  # (n,) or (rows, n)
+        counts += np.bincount(ids[mask == 1].astype(np.int64), minlength=vocab_size)[:vocab_size]
+    return counts
 
 
 def smoothed_token_weights(counts: np.ndarray, smoothing: float) -> torch.Tensor:
