@@ -46,28 +46,28 @@ def smoothed_token_weights(counts: np.ndarray, smoothing: float) -> torch.Tensor
 
 
 class FrequencySmoothedMasker:
-    """`mask(input_ids, never_masked, generator) -> (masked input_ids, labels)`, DistilBERT's way."""
+    """`mask(input_ids, never_masked, attention_mask, generator) -> (masked input_ids, labels)`,
+    all (B, n), DistilBERT's way."""
 
     def __init__(self, token_weights: torch.Tensor, mlm_probability: float, mask_token_id: int):
         self.token_weights = token_weights
         self.mlm_probability = mlm_probability
         self.mask_token_id = mask_token_id
 
-    def mask(self, input_ids: torch.Tensor, never_masked: torch.Tensor, attention_mask: torch.Tensor,
-             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def mask(
+        self, input_ids: torch.Tensor, never_masked: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         weights = torch.where(never_masked, 0.0, self.token_weights[input_ids]).flatten()  # (B * n,)
-        # as DistilBERT: the share of every real token, special tokens included, drawn among the maskable ones
+        # as DistilBERT: a share of every real token, special tokens included, drawn among the maskable ones
         count = min(math.ceil(self.mlm_probability * int(attention_mask.sum())), int((weights > 0).sum()))
+        if count == 0:
+            return input_ids.clone(), torch.full_like(input_ids, IGNORE_INDEX)
         selected = torch.zeros_like(weights, dtype=torch.bool)
-        if count > 0:
-            selected[torch.multinomial(weights, count, replacement=False, generator=generator)] = True
+        selected[torch.multinomial(weights, count, replacement=False, generator=generator)] = True
         selected = selected.view(input_ids.shape)  # (B, n)
-        labels = torch.where(selected, input_ids, IGNORE_INDEX)
-        choice = torch.multinomial(torch.tensor(REPLACE_PROBABILITIES), int(selected.sum()), replacement=True,
-                                   generator=generator) if count > 0 else torch.zeros(0, dtype=torch.long)
-        random_ids = torch.randint(len(self.token_weights), (len(choice),), generator=generator)
-        originals = input_ids[selected]
-        replaced = torch.where(choice == 0, self.mask_token_id, torch.where(choice == 1, random_ids, originals))
+        choice = torch.multinomial(torch.tensor(REPLACE_PROBABILITIES), count, replacement=True, generator=generator)
+        random_ids = torch.randint(len(self.token_weights), (count,), generator=generator)
+        originals = input_ids[selected]  # (count,)
         masked = input_ids.clone()
-        masked[selected] = replaced
-        return masked, labels
+        masked[selected] = torch.where(choice == 0, self.mask_token_id, torch.where(choice == 1, random_ids, originals))
+        return masked, torch.where(selected, input_ids, IGNORE_INDEX)

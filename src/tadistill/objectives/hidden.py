@@ -59,11 +59,10 @@ class HiddenStates(Objective):
         self.projection_sharing = projection_sharing
         self.reduction = reduction
         # one map per pair, per student layer or in all; for one-to-one maps the first two agree
-        count = {"pair": sum(len(t) for _, t in layer_pairs), "student-layer": len(layer_pairs), "shared": 1}
-        count = count[projection_sharing]
+        counts = {"pair": sum(len(t) for _, t in layer_pairs), "student-layer": len(layer_pairs), "shared": 1}
         self.projections = nn.ModuleList(
             projection(student_width=student_width, teacher_width=teacher_width, mode=projection_mode)
-            for _ in range(count)
+            for _ in range(counts[projection_sharing])
         )
 
     def forward(self, step: StepTensors) -> Loss:
