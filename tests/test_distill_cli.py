@@ -49,6 +49,21 @@ def test_each_objective_family_learns(config, teacher4, corpus, tmp_path):
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
 
 
+def test_distilbert_recipe_learns_with_frequency_smoothed_masking(teacher4, corpus, tmp_path):
+    """od as configs/paper/en/distilbert-6x768.yaml sets it (5 KL + 2 MLM + 1 cos, all positions,
+    mlm_smoothing 0.7), on a tiny teacher."""
+    run = tmp_path / "run"
+    sets = ["data.mlm_smoothing=0.7", "objectives.0.weight=5.0", "objectives.0.alpha_mlm=0.4",
+            "objectives.0.alpha_cos=0.2", "objectives.0.positions=all"]
+    assert distill("od", teacher4, corpus, run, *[arg for s in sets for arg in ("--set", s)]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for record in records:  # DistilBERT's 5 : 2 : 1 (window means of a linear combination)
+        expected = 5.0 * (record["od/kl"] + 0.4 * record["od/mlm"] + 0.2 * record["od/cos"])
+        assert record["loss"] == pytest.approx(expected, rel=1e-4)
+    # the tiny teacher is untrained, so its soft targets are near uniform: the hard MLM loss leads
+    assert records[-1]["loss"] < records[0]["loss"] and records[-1]["od/mlm"] < records[0]["od/mlm"]
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"])
 def test_every_family_distils_and_exports(family, tiny_teacher_factory, corpus, tmp_path):
     """The families the README names: a narrower student (48 wide, 4 heads) learns from relations

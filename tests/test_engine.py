@@ -126,7 +126,7 @@ def test_losses_equal_full_forward_references(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l, student_hidden=64, student_heads=4)
     student.eval()  # no dropout, so the two student forwards agree
     specs = [
-        ("od", 1.0, {"temperature": 2.0, "alpha_mlm": 1.0}),
+        ("od", 1.0, {"temperature": 2.0, "alpha_mlm": 1.0, "positions": "masked"}),
         ("minilmv2", 1.0, {"relation_heads": 8, "teacher_layer": 3}),
         ("hs", 1.0, {"mapping": "uniform", "projection": "never"}),
     ]
@@ -150,7 +150,7 @@ def test_losses_equal_full_forward_references(bert_teacher_4l):
                                      attention_mask=mask, relation_heads=8)
         for kind in ("query", "key", "value")
     ]
-    torch.testing.assert_close(logged["minilmv2"], sum(relations) / 3)
+    torch.testing.assert_close(logged["minilmv2"], sum(relations))  # the paper's sum, weight 1 each
     hs = [  # uniform 4 -> 2: student 1 <- teacher 2, student 2 <- teacher 4
         losses.hidden_mse(student=hidden["student"][s], teacher=hidden["teacher"][t], attention_mask=mask)
         for s, t in ((1, 2), (2, 4))
@@ -181,8 +181,8 @@ def test_tinybert_minilm_and_direct_minilm_read_the_layers_they_declare(bert_tea
     states = [losses.hidden_mse(student=hidden["student"][i], teacher=hidden["teacher"][j], attention_mask=mask)
               for i, j in ((1, 2), (2, 4))]
     embeddings = losses.hidden_mse(student=hidden["student"][0], teacher=hidden["teacher"][0], attention_mask=mask)
-    torch.testing.assert_close(logged["tinybert/attention"], sum(scores) / 2)
-    torch.testing.assert_close(logged["tinybert/hidden"], sum(states) / 2)
+    torch.testing.assert_close(logged["tinybert/attention"], sum(scores))  # summed over layers, as TinyBERT
+    torch.testing.assert_close(logged["tinybert/hidden"], sum(states))
     torch.testing.assert_close(logged["tinybert/embeddings"], embeddings)
 
     attention = losses.attention_kl(student_query=s[1]["query"], student_key=s[1]["key"], teacher_query=t[3]["query"],
@@ -204,7 +204,7 @@ def _count_head_calls(model, calls: list):
     adapter_for(model).lm_head_module(model).register_forward_hook(lambda m, args, out: calls.append(tuple(out.shape)))
 
 
-def test_lm_heads_run_only_for_od_and_only_on_masked_positions(bert_teacher_4l):
+def test_lm_heads_run_only_for_od_and_only_on_the_positions_it_reads(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
     calls = []
     _count_head_calls(teacher, calls)
@@ -213,15 +213,35 @@ def test_lm_heads_run_only_for_od_and_only_on_masked_positions(bert_teacher_4l):
     mha = build_objectives(objective_configs([("minilmv2", 1.0, {"relation_heads": 16})]), **shapes(teacher, student))
     distill_losses(teacher=teacher, student=student, objectives=mha, batch=batch)
     assert calls == []
-    od = build_objectives(objective_configs([("od", 1.0, {})]), **shapes(teacher, student))
+    od = build_objectives(objective_configs([("od", 1.0, {"positions": "masked"})]), **shapes(teacher, student))
     distill_losses(teacher=teacher, student=student, objectives=od, batch=batch)
     masked = int((batch["labels"] != -100).sum())
     assert calls == [(masked, teacher.config.vocab_size)] * 2
+    calls.clear()
+    od = build_objectives(objective_configs([("od", 1.0, {})]), **shapes(teacher, student))  # DistilBERT: all tokens
+    distill_losses(teacher=teacher, student=student, objectives=od, batch=batch)
+    real = int(batch["attention_mask"].sum())
+    assert calls == [(real, teacher.config.vocab_size)] * 2 and real > masked
+
+
+def test_od_defaults_to_soft_targets_on_every_real_token(bert_teacher_4l):
+    teacher, student = load_pair(bert_teacher_4l, student_hidden=64, student_heads=4)
+    student.eval()
+    od = build_objectives(objective_configs([("od", 1.0, {"temperature": 2.0})]), **shapes(teacher, student))
+    assert od.needs_mlm  # the input is MLM-masked, as DistilBERT's
+    batch = make_batch(bert_teacher_4l, mlm=True)
+    logged = distill_losses(teacher=teacher, student=student, objectives=od, batch=batch).parts
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        full_teacher, full_student = teacher(**inputs), student(**inputs)
+    expected = losses.output_kl(student=full_student.logits, teacher=full_teacher.logits,
+                                mask=batch["attention_mask"], temperature=2.0)
+    torch.testing.assert_close(logged["od"], expected)
 
 
 def test_a_micro_batch_without_masked_tokens_gives_zero_od_loss(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
-    od = build_objectives(objective_configs([("od", 1.0, {"alpha_mlm": 1.0})]), **shapes(teacher, student))
+    od = build_objectives(objective_configs([("od", 1.0, {"alpha_mlm": 1.0, "positions": "masked"})]), **shapes(teacher, student))
     batch = make_batch(bert_teacher_4l, mlm=True)
     batch["labels"] = torch.full_like(batch["labels"], -100)
     loss = distill_losses(teacher=teacher, student=student, objectives=od, batch=batch)
@@ -264,6 +284,6 @@ def test_a_teacher_without_lm_head(bert_teacher_4l):
 
 def test_masked_positions_need_labels(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l)
-    od = build_objectives(objective_configs([("od", 1.0, {})]), **shapes(teacher, student))
+    od = build_objectives(objective_configs([("od", 1.0, {"positions": "masked"})]), **shapes(teacher, student))
     with pytest.raises(DataError, match="no labels"):
         distill_losses(teacher=teacher, student=student, objectives=od, batch=make_batch(bert_teacher_4l, mlm=False))

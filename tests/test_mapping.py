@@ -13,6 +13,7 @@ UNIFORM = {
     (12, 4): [3, 6, 9, 12],
     (12, 3): [4, 8, 12],
     (24, 6): [4, 8, 12, 16, 20, 24],
+    (24, 12): [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24],
     (12, 5): [2, 5, 7, 10, 12],  # 2.4, 4.8, 7.2, 9.6, 12 rounded
     (6, 6): [1, 2, 3, 4, 5, 6],
 }
@@ -21,7 +22,27 @@ CONSECUTIVE = {
     (12, 4): [(1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)],
     (12, 3): [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)],
     (24, 6): [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20), (21, 22, 23, 24)],
+    (24, 12): [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18), (19, 20), (21, 22), (23, 24)],
     (12, 5): [(1, 2, 3), (4, 5), (6, 7, 8), (9, 10), (11, 12)],
+    (6, 6): [(1,), (2,), (3,), (4,), (5,), (6,)],
+}
+LAST_K = {
+    (12, 6): [7, 8, 9, 10, 11, 12],
+    (12, 4): [9, 10, 11, 12],
+    (12, 3): [10, 11, 12],
+    (24, 6): [19, 20, 21, 22, 23, 24],
+    (24, 12): [13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24],
+    (12, 5): [8, 9, 10, 11, 12],
+    (6, 6): [1, 2, 3, 4, 5, 6],
+}
+UNIFORM_PLUS_LAST_K = {
+    (12, 6): [(2, 7), (4, 8), (6, 9), (8, 10), (10, 11), (12,)],
+    (12, 4): [(3, 9), (6, 10), (9, 11), (12,)],
+    (12, 3): [(4, 10), (8, 11), (12,)],
+    (24, 6): [(4, 19), (8, 20), (12, 21), (16, 22), (20, 23), (24,)],
+    (24, 12): [(2, 13), (4, 14), (6, 15), (8, 16), (10, 17), (12, 18), (14, 19), (16, 20), (18, 21), (20, 22),
+               (22, 23), (24,)],
+    (12, 5): [(2, 8), (5, 9), (7, 10), (10, 11), (12,)],
     (6, 6): [(1,), (2,), (3,), (4,), (5,), (6,)],
 }
 DEPTHS = list(UNIFORM)
@@ -44,6 +65,17 @@ def test_uniform_plus_last(teacher, student):
     expected = [(i + 1, tuple(sorted({t, teacher}))) for i, t in enumerate(UNIFORM[teacher, student])]
     assert layer_map("uniform+last", student, teacher) == expected
     assert expected[-1] == (student, (teacher,))
+
+
+@pytest.mark.parametrize("teacher, student", DEPTHS)
+def test_last_k_maps_onto_the_last_student_depth_teacher_layers(teacher, student):
+    assert layer_map("last-k", student, teacher) == [(i + 1, (t,)) for i, t in enumerate(LAST_K[teacher, student])]
+
+
+@pytest.mark.parametrize("teacher, student", DEPTHS)
+def test_uniform_plus_last_k(teacher, student):
+    table = layer_map("uniform+last-k", student, teacher)
+    assert table == [(i + 1, group) for i, group in enumerate(UNIFORM_PLUS_LAST_K[teacher, student])]
 
 
 @pytest.mark.parametrize("teacher, student", DEPTHS)
@@ -76,6 +108,8 @@ def test_explicit_groups_pairs_by_student_layer():
         ("explicit", 6, 12, None, ["'explicit'", "pairs"]),
         ("explicit", 6, 12, [[1, 2, 3]], ["'explicit'", "[1, 2, 3]"]),
         ("uniform", 12, 6, None, ["'uniform'", "12", "6"]),
+        ("last-k", 12, 6, None, ["'last-k'", "12", "6"]),
+        ("uniform+last-k", 8, 4, None, ["'uniform+last-k'", "8", "4"]),
         ("uniform", 6, 12, [[1, 2]], ["'uniform'", "explicit"]),
     ],
 )

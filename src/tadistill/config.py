@@ -84,6 +84,7 @@ class DataConfig:
     max_seq_length: int = 128
     sampling_alpha: float | None = None  # multilingual p_i ∝ n_i^alpha over languages
     mlm_probability: float = 0.15  # used only when an objective needs MLM masking
+    mlm_smoothing: float | None = None  # mask tokens with p ∝ frequency^-smoothing (DistilBERT: 0.7)
     on_decode_error: str = "skip"  # skip | fail
 
 

@@ -5,8 +5,9 @@ The objectives declare the tensors they read; from that the step derives the lea
   computed (a hook ends the forward, see `tadistill.taps`), so a MiniLMv2 step never runs
   the teacher's last FFN, nor the blocks above an upper-middle teacher layer;
 - the student stops the same way: blocks past its last tapped tensor would get no gradient;
-- LM heads run only for `od`, and only on the positions its loss reads (the masked 15% by
-  default), which skips most of a 30k-vocabulary projection.
+- LM heads run only for `od`, and only on the positions its loss reads (every real token by
+  default; with `positions: masked` the masked 15%, which skips most of a 30k-vocabulary
+  projection).
 Mixed precision is the caller's (accelerate's autocast); the losses run in fp32.
 
 `distill_losses` is the step as a function; `Distiller` holds what trains (student and

@@ -11,12 +11,14 @@ With k = L_T / L_S:
 - `uniform-consecutive` (1-to-N): i -> ceil(k (i-1)) + 1 .. ceil(k i): consecutive
   teacher blocks, each used exactly once.
 - `uniform+last` (1-to-N): i -> {round(i * k), L_T}.
+- `last-k`: i -> L_T - L_S + i, one-to-one onto the last L_S teacher blocks.
+- `uniform+last-k` (1-to-N): i -> {round(i * k), L_T - L_S + i}.
 - `all`: i -> i, for equal depths (width-only compression).
 - `explicit`: the user's `pairs` [[student, teacher], ...], grouped by student block.
 
 Non-integer ratios are computed with exact integer arithmetic, e.g. 12 -> 5 (k = 2.4):
 `uniform` gives 2, 5, 7, 10, 12 and `uniform-consecutive` gives {1,2,3}, {4,5},
-{6,7,8}, {9,10}, {11,12}. The `uniform` strategies need L_S <= L_T.
+{6,7,8}, {9,10}, {11,12}. The `uniform` and `last-k` strategies need L_S <= L_T.
 """
 
 from __future__ import annotations
@@ -86,6 +88,20 @@ def _uniform_consecutive(student_layers: int, teacher_layers: int, pairs=None) -
 def _uniform_plus_last(student_layers: int, teacher_layers: int, pairs=None) -> LayerMap:
     _need_shallower_student("uniform+last", student_layers, teacher_layers)
     return [(i, tuple(sorted({t[0], teacher_layers}))) for i, t in _uniform(student_layers, teacher_layers)]
+
+
+@MAPPINGS.register("last-k")
+def _last_k(student_layers: int, teacher_layers: int, pairs=None) -> LayerMap:
+    _need_shallower_student("last-k", student_layers, teacher_layers)
+    offset = teacher_layers - student_layers
+    return [(i, (offset + i,)) for i in range(1, student_layers + 1)]
+
+
+@MAPPINGS.register("uniform+last-k")
+def _uniform_plus_last_k(student_layers: int, teacher_layers: int, pairs=None) -> LayerMap:
+    _need_shallower_student("uniform+last-k", student_layers, teacher_layers)
+    uniform, last_k = _uniform(student_layers, teacher_layers), _last_k(student_layers, teacher_layers)
+    return [(i, tuple(sorted({*u, *k}))) for (i, u), (_, k) in zip(uniform, last_k)]
 
 
 @MAPPINGS.register("all")

@@ -31,7 +31,7 @@ from tadistill.errors import ModelError, Problem, TadistillError
 from tadistill.registry import Registry
 
 INIT_STRATEGIES: Registry = Registry("student init strategy")
-INIT_MAPPINGS = ("uniform", "uniform-consecutive", "all")  # one teacher block per student block
+INIT_MAPPINGS = ("uniform", "uniform-consecutive", "last-k", "all")  # one teacher block per student block
 
 
 # ---------------------------------------------------------------- loading

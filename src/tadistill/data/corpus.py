@@ -22,6 +22,7 @@ import torch
 
 from tadistill.config import DataConfig, SourceConfig
 from tadistill.data.loader import BlockCollator, PackedBlocks
+from tadistill.data.masking import smoothed_token_weights, token_counts
 from tadistill.data.mixture import MixtureSampler, mixture_problems, mixture_probabilities
 from tadistill.data.packing import pack_documents
 from tadistill.data.sources import DECODE_POLICIES, Documents, read_documents, resolve_format, source_problems
@@ -79,14 +80,26 @@ class Corpus:
         return totals
 
     def dataloader(
-        self, batch_size: int, mlm_probability: float | None = None, num_workers: int = 0, drop_last: bool = False
+        self,
+        batch_size: int,
+        mlm_probability: float | None = None,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        mlm_smoothing: float | None = None,
     ) -> torch.utils.data.DataLoader:
         """Batches of input_ids / attention_mask (+ MLM input_ids and labels when mlm_probability is set).
+
+        `mlm_smoothing` draws the masked tokens with probability ∝ frequency^-smoothing
+        (DistilBERT: 0.7; see tadistill.data.masking); None masks uniformly.
 
         Resume through accelerate: `loader.set_epoch(epoch)`, then
         `accelerator.skip_first_batches(loader, n)`.
         """
-        collator = BlockCollator(self.tokenizer, mlm_probability, self.seed)
+        token_weights = None
+        if mlm_probability is not None and mlm_smoothing is not None:
+            counts = token_counts(self.blocks, len(self.tokenizer))
+            token_weights = smoothed_token_weights(counts, mlm_smoothing)
+        collator = BlockCollator(self.tokenizer, mlm_probability, self.seed, token_weights)
         if self.streaming:
             return torch.utils.data.DataLoader(
                 self.blocks,
@@ -172,6 +185,9 @@ def corpus_problems(data: DataConfig) -> list[Problem]:
         problems.append(Problem("data.max_seq_length", data.max_seq_length, "must be at least 8 tokens"))
     if not 0 < data.mlm_probability < 1:
         problems.append(Problem("data.mlm_probability", data.mlm_probability, "must be between 0 and 1 (typically 0.15)"))
+    smoothing = data.mlm_smoothing
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or smoothing < 0):
+        problems.append(Problem("data.mlm_smoothing", smoothing, "must be a number >= 0 (DistilBERT: 0.7) or null"))
     if data.on_decode_error not in DECODE_POLICIES:
         hint = did_you_mean(data.on_decode_error, DECODE_POLICIES)
         problems.append(Problem("data.on_decode_error", data.on_decode_error, f"use 'skip' or 'fail'.{hint}"))

@@ -1,7 +1,8 @@
 """From packed blocks to batches: a map-style dataset for the sampler and the collator.
 
 Masking, when asked for, is transformers' `DataCollatorForLanguageModeling` (15% of tokens,
-80% [MASK] / 10% random / 10% kept). Two things are added around it:
+80% [MASK] / 10% random / 10% kept), or DistilBERT's frequency-smoothed draw
+(`tadistill.data.masking`) when token weights are given. Two things are added around it:
 - the tokens never selected are given explicitly: every special token of the tokenizer
   (the block frame, the document separators) and every padding position;
 - its random generator is seeded per batch from the batch's mask keys (unique per epoch and
@@ -14,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers import DataCollatorForLanguageModeling
+
+from tadistill.data.masking import FrequencySmoothedMasker
 
 
 class PackedBlocks(torch.utils.data.Dataset):
@@ -40,13 +43,19 @@ class PackedBlocks(torch.utils.data.Dataset):
 class BlockCollator:
     """Stacks blocks into input_ids / attention_mask; adds MLM masking and labels when asked."""
 
-    def __init__(self, tokenizer, mlm_probability: float | None, seed: int):
+    def __init__(self, tokenizer, mlm_probability: float | None, seed: int, token_weights: torch.Tensor | None = None):
+        """`token_weights` (V,) switches to frequency-smoothed masking (see tadistill.data.masking)."""
         self.seed = seed
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.masker = (
             None
             if mlm_probability is None
             else DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
+        )
+        self.smoothed = (
+            None
+            if mlm_probability is None or token_weights is None
+            else FrequencySmoothedMasker(token_weights, mlm_probability, tokenizer.mask_token_id)
         )
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -57,7 +66,11 @@ class BlockCollator:
             return batch
         never_masked = torch.isin(input_ids, self.special_ids) | (attention_mask == 0)  # (B, n)
         # torch_mask_tokens draws every random choice from self.generator: seed it for this batch.
-        self.masker.generator = torch.Generator().manual_seed(self.batch_seed([e["mask_key"] for e in examples]))
+        generator = torch.Generator().manual_seed(self.batch_seed([e["mask_key"] for e in examples]))
+        if self.smoothed is not None:
+            batch["input_ids"], batch["labels"] = self.smoothed.mask(input_ids, never_masked, attention_mask, generator)
+            return batch
+        self.masker.generator = generator
         batch["input_ids"], batch["labels"] = self.masker.torch_mask_tokens(input_ids, special_tokens_mask=never_masked)
         return batch
 

@@ -7,11 +7,11 @@ taps to hook, whether MLM masking and logits are needed, and the weighted total 
 
 | name | what it matches | options (defaults) |
 |---|---|---|
-| od | tempered MLM output distributions | temperature=2.0, alpha_mlm=0, alpha_cos=0, positions=masked |
-| hs | hidden states on a layer mapping | mapping=last, pairs, loss=mse, embeddings=false, projection=auto |
-| minilmv2 | Q/K/V relations of one layer | relation_heads=48, teacher_layer, student_layer, relations=[qq, kk, vv] |
+| od | tempered MLM output distributions | temperature=2.0, alpha_mlm=0, alpha_cos=0, positions=all, mask_input=true |
+| hs | hidden states on a layer mapping | mapping=last, pairs, loss=mse, embeddings=false, projection=auto, projection_sharing=pair |
+| minilmv2 | Q/K/V relations of one layer | relation_heads=48, teacher_layer, student_layer, relations=[qq, kk, vv], reduction=sum |
 | minilm | attention distributions + value relation | teacher_layer, student_layer, heads, value_relation=true |
-| tinybert | attention scores + hidden + embeddings | mapping=uniform, pairs, heads, embeddings=true, projection=auto |
+| tinybert | attention scores + hidden + embeddings | mapping=uniform, pairs, heads, embeddings=true, projection=auto, projection_sharing=shared, reduction=sum |
 | direct-minilm | projected Q/K/V (MSE) | teacher_layer, student_layer, tensors=[q, k, v], projection=auto |
 """
 

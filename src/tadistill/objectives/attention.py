@@ -4,6 +4,7 @@ MiniLMv2 relations, MiniLMv1 attention distributions, DirectMiniLM projected Q/K
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,10 @@ def _taps(letters, layer: int) -> set[Tap]:
 
 
 class MiniLMv2(Objective):
-    """Weighted sum over relations XY of KL(R_XY teacher || R_XY student), R = softmax(X Y^T / sqrt(d_r))."""
+    """Weighted sum over relations XY of KL(R_XY teacher || R_XY student), R = softmax(X Y^T / sqrt(d_r)).
+
+    The weights already hold the reduction: 1 each for the paper's sum, 1/len for a mean.
+    """
 
     def __init__(self, teacher_layer: int, student_layer: int, relations: dict[str, float], relation_heads: int):
         letters = set("".join(relations))
@@ -79,19 +83,23 @@ class MiniLMv2Options(ObjectiveOptions):
     teacher_layer: teacher block to learn from (default: the last; an upper-middle one,
         e.g. 19 of 24, for large teachers).
     student_layer: student block that learns (default: the last).
-    relations: two letters of q, k, v each: a list (the loss is their mean, e.g.
-        [qq, kk, vv]) or a mapping relation -> weight (a weighted sum, e.g. {qk: 1, vv: 1}).
+    relations: two letters of q, k, v each: a list (weight 1 each, e.g. [qq, kk, vv]) or a
+        mapping relation -> weight (e.g. {qk: 1, vv: 1}).
+    reduction: "sum" adds the weighted relation losses (MiniLMv2: weight 1 each), "mean"
+        divides that sum by the number of relations (tadistill's earlier default).
     """
 
     relation_heads: int = 48
     teacher_layer: int | None = None
     student_layer: int | None = None
     relations: list[str] | dict[str, float] = field(default_factory=lambda: ["qq", "kk", "vv"])
+    reduction: Literal["sum", "mean"] = "sum"
 
     def relation_weights(self) -> dict[str, float]:
-        if isinstance(self.relations, dict):
-            return dict(self.relations)
-        return {relation: 1 / len(self.relations) for relation in self.relations}
+        weights = dict(self.relations) if isinstance(self.relations, dict) else dict.fromkeys(self.relations, 1.0)
+        if self.reduction == "mean":
+            return {relation: weight / len(weights) for relation, weight in weights.items()}
+        return weights
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         problems = heads_problems("relation_heads", self.relation_heads, teacher=teacher, student=student)

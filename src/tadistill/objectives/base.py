@@ -94,6 +94,7 @@ def projection(*, student_width: int, teacher_width: int, mode: str) -> nn.Modul
 
 
 ProjectionMode = Literal["auto", "always", "never"]
+ProjectionSharing = Literal["pair", "student-layer", "shared"]
 
 
 def projection_problems(mode: str, *, student: ModelShape, teacher: ModelShape) -> list[Problem]:

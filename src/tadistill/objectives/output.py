@@ -21,6 +21,7 @@ class OutputDistribution(Objective):
         alpha_mlm: float,
         alpha_cos: float,
         positions: str,
+        mask_input: bool,
         *,
         teacher: ModelShape,
         student: ModelShape,
@@ -30,8 +31,9 @@ class OutputDistribution(Objective):
             {teacher_last},
             {student_last},
             logit_positions=positions,
-            # "all" positions without the hard MLM loss learns from plain text: no masking needed
-            needs_mlm=positions == "masked" or alpha_mlm > 0,
+            # DistilBERT masks the input whatever the positions; mask_input false (checked to
+            # go with positions "all" and no hard MLM loss) learns from plain text
+            needs_mlm=mask_input,
         )
         self.teacher_last, self.student_last = teacher_last, student_last
         self.temperature = temperature
@@ -68,14 +70,18 @@ class OutputDistributionOptions(ObjectiveOptions):
     alpha_mlm: weight of the hard MLM cross-entropy on the labels (DistilBERT: 2/5 of the KL's).
     alpha_cos: weight of 1 - cos between last hidden states; a learned projection maps the
         student width to the teacher's when they differ (DistilBERT: 1/5 of the KL's).
-    positions: "masked" averages over the MLM-masked positions, "all" over every real token.
+    positions: "all" averages the KL over every real token (DistilBERT), "masked" over the
+        MLM-masked positions only.
+    mask_input: MLM-mask the input (DistilBERT); false learns from plain text, which needs
+        positions "all" and alpha_mlm 0.
     The objective's own weight scales the whole (DistilBERT's alpha_ce).
     """
 
     temperature: float = 2.0
     alpha_mlm: float = 0.0
     alpha_cos: float = 0.0
-    positions: Literal["masked", "all"] = "masked"
+    positions: Literal["masked", "all"] = "all"
+    mask_input: bool = True
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         problems = []
@@ -84,6 +90,11 @@ class OutputDistributionOptions(ObjectiveOptions):
         for key in ("alpha_mlm", "alpha_cos"):
             if getattr(self, key) < 0:
                 problems.append(Problem(key, getattr(self, key), "must be >= 0"))
+        if not self.mask_input and (self.positions == "masked" or self.alpha_mlm > 0):
+            problems.append(
+                Problem("mask_input", False, "positions 'masked' and alpha_mlm > 0 need masked input; "
+                        "use positions 'all' and alpha_mlm 0 to learn from plain text")
+            )
         if not teacher_has_lm_head:
             problems.append(
                 Problem("name", "od", "needs the teacher's masked-LM head, and the teacher has none; "
@@ -93,5 +104,6 @@ class OutputDistributionOptions(ObjectiveOptions):
 
     def build(self, *, teacher: ModelShape, student: ModelShape) -> OutputDistribution:
         return OutputDistribution(
-            self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, teacher=teacher, student=student
+            self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, self.mask_input,
+            teacher=teacher, student=student,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ from tadistill.objectives.base import (
     Objective,
     ObjectiveOptions,
     ProjectionMode,
+    ProjectionSharing,
     StepTensors,
     mapping_problems,
     projection_problems,
@@ -31,21 +33,25 @@ def _query_key_taps(layers) -> set[Tap]:
 
 
 class TinyBERT(Objective):
-    """Sum of: attention-score MSE and hidden MSE, each averaged over the mapped pairs as in
-    `hs`, and the MSE of the (projected) embedding outputs when `embeddings` is set."""
+    """Sum of: attention-score MSE and hidden MSE, each summed (`reduction` "sum", the paper)
+    or averaged ("mean") over the mapped student layers, and the MSE of the (projected)
+    embedding outputs when `embeddings` is set. A student layer mapped to several teacher
+    layers contributes the mean over them, as in `hs`."""
 
     def __init__(
         self,
         layer_pairs: LayerMap,
         heads: int,
         embeddings: bool,
+        reduction: str,
         *,
         student_width: int,
         teacher_width: int,
         projection_mode: str,
+        projection_sharing: str,
     ):
         widths = {"student_width": student_width, "teacher_width": teacher_width, "projection_mode": projection_mode}
-        hidden = HiddenStates(layer_pairs, "mse", **widths)
+        hidden = HiddenStates(layer_pairs, "mse", reduction=reduction, projection_sharing=projection_sharing, **widths)
         teacher_taps = hidden.teacher_taps | _query_key_taps(t for _, ts in layer_pairs for t in ts)
         student_taps = hidden.student_taps | _query_key_taps(s for s, _ in layer_pairs)
         embedding = None
@@ -55,6 +61,7 @@ class TinyBERT(Objective):
         super().__init__(teacher_taps, student_taps)
         self.layer_pairs = layer_pairs
         self.heads = heads
+        self.reduction = reduction
         self.hidden = hidden
         self.embedding = embedding
 
@@ -76,7 +83,8 @@ class TinyBERT(Objective):
                 for t in teacher_layers
             ]
             per_student_layer.append(torch.stack(losses).mean())
-        return torch.stack(per_student_layer).mean()
+        stacked = torch.stack(per_student_layer)
+        return stacked.sum() if self.reduction == "sum" else stacked.mean()
 
 
 @OBJECTIVES.register("tinybert")
@@ -90,6 +98,10 @@ class TinyBERTOptions(ObjectiveOptions):
         the counts differ: then give a number dividing both widths).
     embeddings: add the embedding-output MSE.
     projection: as for `hs`; TinyBERT learns W_h when widths differ ("auto").
+    projection_sharing: "shared" (one W_h for every hidden layer, TinyBERT), or "pair" /
+        "student-layer" as for `hs`; the embeddings always have their own W_e.
+    reduction: "sum" adds the attention and the hidden losses over the mapped layers
+        (TinyBERT), "mean" averages them (tadistill's earlier default).
     """
 
     mapping: str = "uniform"
@@ -97,6 +109,8 @@ class TinyBERTOptions(ObjectiveOptions):
     heads: int | None = None
     embeddings: bool = True
     projection: ProjectionMode = "auto"
+    projection_sharing: ProjectionSharing = "shared"
+    reduction: Literal["sum", "mean"] = "sum"
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         return (
@@ -110,7 +124,9 @@ class TinyBERTOptions(ObjectiveOptions):
             layer_map(self.mapping, student.layers, teacher.layers, self.pairs),
             self.heads or teacher.heads,
             self.embeddings,
+            self.reduction,
             student_width=student.hidden,
             teacher_width=teacher.hidden,
             projection_mode=self.projection,
+            projection_sharing=self.projection_sharing,
         )

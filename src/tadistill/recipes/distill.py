@@ -96,6 +96,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         batch_size=train.batch_size,
         mlm_probability=config.data.mlm_probability if objectives.needs_mlm else None,
         num_workers=train.num_workers,
+        mlm_smoothing=config.data.mlm_smoothing,
     )
 
     # ---- optimisation: AdamW without decay on biases and LayerNorm weights, linear schedule
@@ -393,6 +394,10 @@ def _describe_objective(name: str, weight: float, objective) -> str:
     line = f"{name} (weight {weight:g}): student {taps(objective.student_taps)} <- teacher {taps(objective.teacher_taps)}"
     if getattr(objective, "layer_pairs", None):
         line += f", layer pairs {[(s, list(t)) for s, t in objective.layer_pairs]}"
+    if getattr(objective, "projection_sharing", None):
+        line += f", projections: {objective.projection_sharing}"
+    if getattr(objective, "reduction", None):
+        line += f", {objective.reduction} over layers"
     if objective.logit_positions:
         line += f", logits at {objective.logit_positions} positions"
     return line
