@@ -90,3 +90,48 @@ def test_bad_arguments_are_refused_before_any_compute(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "missing"), "--opset", "9"]) == 2
     error = capsys.readouterr().err
     assert "STUDENT=" in error and "no config.json" in error and "--opset=9" in error
+
+
+def test_task_scores_before_and_after_export_and_quantisation(bert_teacher, tmp_path, capsys):
+    import yaml
+    from transformers import AutoModelForSequenceClassification
+
+    from tadistill.evaluation.file_tasks import load_file_task, read_file_task
+    from tiny import make_sentences
+
+    topics = ["attention", "teacher", "corpus"]
+    rows = [{"body": f"{s} {topics[i % 3]}", "queue": topics[i % 3]} for i, s in enumerate(make_sentences(60))]
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task_file = tmp_path / "topics.yaml"
+    task_file.write_text(yaml.safe_dump({"name": "topics", "data": str(tmp_path / "all.jsonl"),
+                                         "split": {"dev": 0.5}, "text": "body", "label": "queue"}))
+    # a classifier as `tadistill finetune` saves it (its head untrained: the scores need not be good, only equal)
+    torch.manual_seed(0)
+    classifier = AutoModelForSequenceClassification.from_pretrained(bert_teacher, num_labels=3).eval()
+    classifier.save_pretrained(tmp_path / "classifier")
+    AutoTokenizer.from_pretrained(bert_teacher).save_pretrained(tmp_path / "classifier")
+
+    out = tmp_path / "onnx"
+    assert cli.main(["export", str(tmp_path / "classifier"), "--task", str(task_file), "--quantize", "int8",
+                     "--output", str(out)]) == 0
+    report = json.loads((out / "export.json").read_text())
+    assert report["output"] == "logits"
+    assert report["parity"]["fp32_vs_torch"]["same_prediction"] == 1.0
+    scores = report["task"]["scores"]
+
+    # the plain reference: accuracy of the PyTorch classifier's argmax on the dev split
+    _, data = load_file_task(read_file_task(task_file))
+    dev = data.evals["dev"]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "classifier")
+    with torch.no_grad():
+        logits = classifier(**tokenizer(list(dev["text_a"]), padding=True, return_tensors="pt")).logits
+    accuracy = (logits.argmax(-1) == torch.tensor(list(dev["label"]))).float().mean().item()
+    assert scores["torch fp32"]["dev"] == pytest.approx(accuracy)
+    assert scores["onnx fp32"]["dev"] == pytest.approx(accuracy)
+    assert 0.0 <= scores["onnx int8"]["dev"] <= 1.0
+    assert "topics (classification)" in capsys.readouterr().out
+
+
+def test_task_needs_a_fine_tuned_classifier(bert_teacher, tmp_path, capsys):
+    assert cli.main(["export", str(bert_teacher), "--task", "sst2", "--output", str(tmp_path / "o")]) == 2
+    assert "holds no fine-tuned classifier" in capsys.readouterr().err

@@ -60,6 +60,7 @@ def export(
 
     # ---- the model: the bare encoder, or with a task the fine-tuned classifier
     if task:
+        _check_classifier(student, task)  # before the task's data are read
         definition, eval_sets = _task_eval_sets(task, data_dir, max_task_examples)
         model = _load_classifier(student, definition)
         graph_output, pooling = LOGITS, None
@@ -143,13 +144,16 @@ def _task_eval_sets(task: str, data_dir: str | None, max_examples: int | None):
     return definition, evals
 
 
-def _load_classifier(student: Path, task) -> torch.nn.Module:
-    """The fine-tuned classifier in `student`; refused when it has no head trained for `task`."""
-    config = json.loads((student / "config.json").read_text())
-    architectures = config.get("architectures") or []
+def _check_classifier(student: Path, task: str) -> None:
+    architectures = json.loads((student / "config.json").read_text()).get("architectures") or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise ModelError(f"--task {task.name}: {student} holds no fine-tuned classifier (architectures "
+        raise ModelError(f"--task {task}: {student} holds no fine-tuned classifier (architectures "
                          f"{architectures}); export the directory `tadistill finetune` wrote")
+
+
+def _load_classifier(student: Path, task) -> torch.nn.Module:
+    """The fine-tuned classifier in `student`; refused when its head predicts another number of labels."""
+    config = json.loads((student / "config.json").read_text())
     labels = len(config.get("id2label") or {}) or 2
     if labels != task.num_labels:
         raise ModelError(f"--task {task.name}: {student} predicts {labels} labels, the task has {task.num_labels}")
