@@ -24,6 +24,7 @@ COMMANDS = {
     "agreement": "tadistill.commands.agreement",
     "study": "tadistill.commands.study",
     "export": "tadistill.commands.export",
+    "trim-vocab": "tadistill.commands.trim_vocab",
 }
 
 

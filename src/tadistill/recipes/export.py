@@ -13,9 +13,6 @@ config and tokenizer (and its sentence-transformers files), so it serves on its 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from tadistill.deploy.onnx_graph import HIDDEN, LOGITS, OnnxModel, export_onnx, quantize_int8, require_onnxruntime
 from tadistill.deploy.parity import PARITY_TEXTS, compare_outputs, failures
 from tadistill.deploy.sentence_transformers import MODULES, copy_layout
+from tadistill.deploy.staging import staged_directory
 from tadistill.errors import ConfigError, DataError, ModelError, Problem
 from tadistill.evaluation.embeddings import pooling_mode
 from tadistill.evaluation.metrics import compute_metrics
@@ -71,9 +69,7 @@ def export(
     def reference(**inputs):
         return getattr(model(**inputs), graph_output)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
+    with staged_directory(output) as staging:
         # ---- fp32 graph, checked against PyTorch: over the tolerance fails
         input_names = export_onnx(model, tokenizer, staging / FP32_FILE, opset, graph_output)
         _copy_companions(student, model, tokenizer, staging)
@@ -107,10 +103,6 @@ def export(
             }
 
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        _replace_dir(staging, output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return report
 
 
@@ -186,16 +178,6 @@ def _copy_companions(student: Path, model, tokenizer, target: Path) -> None:
     tokenizer.save_pretrained(target)
     if (student / MODULES).is_file():
         copy_layout(student, target, model.config.hidden_size)
-
-
-def _replace_dir(staging: Path, output: Path) -> None:
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old)
-    else:
-        staging.rename(output)
 
 
 def _megabytes(path: Path) -> float:
