@@ -94,8 +94,12 @@ def export_onnx(model: nn.Module, tokenizer, path: Path, opset: int, output: str
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantisation: int8 weights of the MatMuls (and embedding Gathers), activations
-    quantised per call from their observed range; no calibration data needed."""
+    """Dynamic int8 quantisation: int8 weights of the MatMuls (and the embedding Gathers),
+    activations quantised per call from their observed range; no calibration data needed.
+
+    Weights are quantised per output channel: on the quickstart student (3 x 384) per-tensor
+    scales left a mean cosine of 0.967 to the fp32 embeddings, per-channel ones 0.997, at the
+    same size on disk."""
     require_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -104,7 +108,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
 
