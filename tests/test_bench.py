@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,6 +123,7 @@ def test_sequence_longer_than_the_positions_is_refused(roberta_teacher):
 
 
 def test_bench_onnxruntime_times_fp32_and_int8_graphs_beside_torch(bert_teacher, bert_student, tmp_path, capsys):
+    bert_student = Path(shutil.copytree(bert_student, tmp_path / "student"))  # the shared fixture stays as it is
     assert cli.main(["export", str(bert_student), "--quantize", "int8"]) == 0  # into STUDENT/onnx, where bench looks
     out = tmp_path / "bench.json"
     argv = ["bench", str(bert_student), "--teacher", str(bert_teacher), "--runtime", "torch,onnxruntime",
