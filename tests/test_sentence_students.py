@@ -57,9 +57,9 @@ def distill(teacher: Path, corpus: Path, run: Path) -> int:
                  "--set", f"data.sources.0.path={corpus}", "--set", "train.max_steps=3", "--set", "train.warmup_steps=0"])
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_student_loads_with_sentence_transformers_and_matches_manual_pooling(pooling, tiny_teacher_factory, corpus, tmp_path):
-    teacher = sentence_transformers_teacher(tiny_teacher_factory("bert", layers=4), tmp_path / "teacher", pooling)
+@pytest.mark.parametrize(("family", "pooling"), [("bert", "cls"), ("bert", "mean"), ("xlm-roberta", "mean")])
+def test_student_loads_with_sentence_transformers_and_matches_manual_pooling(family, pooling, tiny_teacher_factory, corpus, tmp_path):
+    teacher = sentence_transformers_teacher(tiny_teacher_factory(family, layers=4), tmp_path / "teacher", pooling)
     assert distill(teacher, corpus, tmp_path / "run") == 0
     student = tmp_path / "run" / "student"
     assert json.loads((student / "modules.json").read_text()) == json.loads((teacher / "modules.json").read_text())
