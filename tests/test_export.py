@@ -135,3 +135,11 @@ def test_task_scores_before_and_after_export_and_quantisation(bert_teacher, tmp_
 def test_task_needs_a_fine_tuned_classifier(bert_teacher, tmp_path, capsys):
     assert cli.main(["export", str(bert_teacher), "--task", "sst2", "--output", str(tmp_path / "o")]) == 2
     assert "holds no fine-tuned classifier" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra", "distilbert"])
+def test_the_other_families_export_within_tolerance(family, tiny_teacher_factory, tmp_path):
+    student = tiny_teacher_factory(family)
+    assert cli.main(["export", str(student), "--output", str(tmp_path / "onnx")]) == 0
+    fp32 = json.loads((tmp_path / "onnx" / "export.json").read_text())["parity"]["fp32_vs_torch"]
+    assert fp32["max_abs_diff"] < 1e-4 and fp32["min_cosine"] > 0.99999
