@@ -83,3 +83,8 @@ def test_bpe_tokenizers_are_refused_and_nothing_is_written(roberta_teacher, corp
     out = tmp_path / "trimmed"
     assert cli.main(["trim-vocab", str(roberta_teacher), "--data", str(corpus), "--keep", "40", "--output", str(out)]) == 2
     assert "BPE" in capsys.readouterr().err and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_keep_below_the_special_tokens_is_refused(bert_teacher, corpus, tmp_path, capsys):
+    assert cli.main(["trim-vocab", str(bert_teacher), "--data", str(corpus), "--keep", "3", "--output", str(tmp_path / "t")]) == 2
+    assert "--keep=3: fewer than the 5 special tokens" in capsys.readouterr().err

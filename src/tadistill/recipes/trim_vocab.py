@@ -64,6 +64,8 @@ def trim_vocab(
     documents = _read_corpus(data, max_documents)
     counts = count_tokens(tokenizer, documents)
     protected = protected_ids(tokenizer, config)
+    if keep is not None and keep < len(protected):
+        raise ConfigError([Problem("--keep", keep, f"fewer than the {len(protected)} special tokens, which are always kept")])
     kept = choose_kept(counts, protected, keep=keep, min_count=min_count)
     print(f"corpus: {len(documents):,} documents, {sum(counts.values()):,} tokens, {len(counts):,} distinct; "
           f"keeping {len(kept):,} of {config.vocab_size:,} ids ({len(protected)} special)")
