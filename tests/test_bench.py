@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +120,39 @@ def test_sequence_longer_than_the_positions_is_refused(roberta_teacher):
     assert len(time_forward(model, inputs, None, warmup=0, iters=1)) == 1
     with pytest.raises(ModelError, match="--seq 257 is longer"):
         run_bench([str(roberta_teacher)], seqs=(257,), iters=1)
+
+
+def test_bench_onnxruntime_times_fp32_and_int8_graphs_beside_torch(bert_teacher, bert_student, tmp_path, capsys):
+    bert_student = Path(shutil.copytree(bert_student, tmp_path / "student"))  # the shared fixture stays as it is
+    assert cli.main(["export", str(bert_student), "--quantize", "int8"]) == 0  # into STUDENT/onnx, where bench looks
+    out = tmp_path / "bench.json"
+    argv = ["bench", str(bert_student), "--teacher", str(bert_teacher), "--runtime", "torch,onnxruntime",
+            "--batch", "2", "--seq", "8", "--dtype", "fp32,bf16", "--threads", "1", "--warmup", "1", "--iters", "2",
+            "--output", str(out)]
+    assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+    rows = {(c["model"], c["runtime"], c["dtype"]): c for c in report["cells"]}
+    assert set(rows) == {
+        (str(bert_teacher), "torch", "fp32"), (str(bert_teacher), "torch", "bf16"),
+        (str(bert_student), "torch", "fp32"), (str(bert_student), "torch", "bf16"),
+        (str(bert_student), "onnxruntime", "fp32"), (str(bert_student), "onnxruntime", "int8"),
+    }
+    teacher_fp32 = rows[(str(bert_teacher), "torch", "fp32")]["median_ms"]
+    for (model, runtime, dtype), row in rows.items():
+        reference = rows[(str(bert_teacher), "torch", "fp32" if runtime == "onnxruntime" else dtype)]["median_ms"]
+        assert row["speedup"] == pytest.approx(reference / row["median_ms"])
+        assert row["p90_ms"] >= row["median_ms"] > 0
+    # size on disk: the safetensors file for PyTorch, the graph file for onnxruntime
+    weights = sum(f.stat().st_size for f in bert_student.glob("*.safetensors")) / 1e6
+    assert rows[(str(bert_student), "torch", "fp32")]["disk_mb"] == pytest.approx(weights)
+    int8_mb = (bert_student / "onnx" / "model_int8.onnx").stat().st_size / 1e6
+    assert rows[(str(bert_student), "onnxruntime", "int8")]["disk_mb"] == pytest.approx(int8_mb)
+    assert teacher_fp32 > 0 and "onnxruntime" in capsys.readouterr().out
+
+
+def test_bench_onnxruntime_needs_an_export(bert_teacher, tmp_path, capsys):
+    student = tmp_path / "plain"
+    load_encoder(str(bert_teacher), "cpu").save_pretrained(student)
+    argv = ["bench", str(student), "--runtime", "onnxruntime", "--output", str(tmp_path / "b.json")]
+    assert cli.main(argv) == 2
+    assert f"tadistill export {student}" in capsys.readouterr().err

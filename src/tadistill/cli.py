@@ -24,6 +24,8 @@ COMMANDS = {
     "agreement": "tadistill.commands.agreement",
     "study": "tadistill.commands.study",
     "fit-head": "tadistill.commands.fit_head",
+    "export": "tadistill.commands.export",
+    "trim-vocab": "tadistill.commands.trim_vocab",
 }
 
 

@@ -112,6 +112,14 @@ def _synchronize(device_type: str) -> None:
         torch.cuda.synchronize()
 
 
+def _device_of(model) -> torch.device:
+    """Where a model runs: a PyTorch module's parameters, or the `device` of a runner such as
+    `tadistill.deploy.onnx_graph.OnnxModel` (called like a module, with no parameters)."""
+    if isinstance(model, nn.Module):
+        return next(model.parameters()).device
+    return model.device
+
+
 def summarize(times: list[float], batch: int, seq: int) -> dict[str, float]:
     median = float(np.median(times))
     return {
@@ -134,6 +142,9 @@ def time_cells(
 ) -> list[dict[str, dict]]:
     """Every encoder timed in every (batch, seq) cell, on the same random ids for all of them.
 
+    An encoder is a PyTorch module or anything called like one on the token tensors that has
+    a `config` (its vocabulary size) and a `device` (an ONNX graph under onnxruntime).
+
     One dict per cell, encoder name -> {model, batch, seq, median_ms, p90_ms, ...}. Cells are
     the outer loop and encoders the inner one, so that a slow spell of a shared machine hits
     every encoder of a cell alike instead of one whole encoder.
@@ -143,8 +154,7 @@ def time_cells(
         for seq in seqs:
             cell = {}
             for name, model in encoders.items():
-                device = next(model.parameters()).device
-                inputs = random_inputs(model.config.vocab_size, batch, seq, seed, str(device))
+                inputs = random_inputs(model.config.vocab_size, batch, seq, seed, str(_device_of(model)))
                 times = time_forward(model, inputs, autocast_dtype, warmup, iters)
                 cell[name] = {"model": name, "batch": batch, "seq": seq, **summarize(times, batch, seq)}
             cells.append(cell)

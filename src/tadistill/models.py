@@ -392,8 +392,11 @@ def _slice(source: torch.Tensor, shape: torch.Size, head_dim: int | None, *, stu
 # ---------------------------------------------------------------- saving
 
 
-def save_student(student: nn.Module, tokenizer, out_dir: str | Path, metadata: dict | None = None) -> Path:
-    """Write a plain Hugging Face model directory atomically (temp dir, then rename).
+def save_student(
+    student: nn.Module, tokenizer, out_dir: str | Path, metadata: dict | None = None, layout_from: Path | None = None
+) -> Path:
+    """Write a plain Hugging Face model directory atomically (temp dir, then rename); with
+    `layout_from`, a sentence-transformers teacher's directory, in that teacher's layout too.
 
     A crash mid-write leaves the previous directory (if any) intact.
     """
@@ -405,6 +408,10 @@ def save_student(student: nn.Module, tokenizer, out_dir: str | Path, metadata: d
         tokenizer.save_pretrained(tmp)
         if metadata is not None:
             (tmp / "tadistill.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if layout_from is not None:
+            from tadistill.deploy.sentence_transformers import copy_layout
+
+            copy_layout(layout_from, tmp, student.config.hidden_size)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)

@@ -1,8 +1,12 @@
-"""Measure encoders: median and p90 latency, throughput, parameter counts and the speedup
-against a teacher, for every combination of batch size, sequence length and dtype.
+"""Measure encoders: median and p90 latency, throughput, parameter counts, size on disk and
+the speedup against a teacher, for every combination of batch size, sequence length and dtype,
+under PyTorch and/or onnxruntime.
 
 Models are timed as bare encoders (no LM head) on random token ids with a full attention
-mask. Prints a table and writes the numbers as JSON.
+mask. --runtime onnxruntime times each model's `tadistill export` graphs (MODEL/onnx/ or
+MODEL itself: model.onnx in fp32, model_int8.onnx in int8) beside the PyTorch rows; the
+speedup of those is against the teacher under PyTorch fp32. Prints a table and writes the
+numbers as JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", type=choice_list(("fp32", "bf16")), default=("fp32",),
         help="fp32 and/or bf16; bf16 is autocast on cpu, bf16 weights on cuda (default: fp32)",
     )
-    parser.add_argument("--threads", type=at_least(1), help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--runtime", type=choice_list(("torch", "onnxruntime")), default=("torch",),
+        help="torch and/or onnxruntime (the exported fp32 and int8 graphs; cpu) (default: torch)",
+    )
+    parser.add_argument("--threads", type=at_least(1), help="CPU threads of torch and onnxruntime (default: torch's choice)")
     parser.add_argument("--warmup", type=at_least(0), default=3, help="untimed passes per cell (default: 3)")
     parser.add_argument("--iters", type=at_least(1), default=20, help="timed passes per cell (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids (default: 0)")
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         iters=args.iters,
         seed=args.seed,
+        runtimes=args.runtime,
     )
     print(format_report(report))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from tadistill.checkpoints import (
 )
 from tadistill.config import RunConfig, dump_yaml, to_dict
 from tadistill.data import build_corpus
+from tadistill.deploy.sentence_transformers import layout_problem, sentence_transformers_dir
 from tadistill.engine import Distiller
 from tadistill.errors import ConfigError, ModelError, TadistillError
 from tadistill.models import load_teacher, make_student, save_student, shape_of
@@ -208,8 +209,9 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     if len(set(digests)) > 1:
         raise TadistillError(f"the {len(digests)} processes ended with different student weights: {digests}")
     if accelerator.is_main_process:
+        final = accelerator.unwrap_model(distiller).student
         save_student(
-            accelerator.unwrap_model(distiller).student,
+            final,
             tokenizer,
             out,
             metadata={
@@ -221,10 +223,23 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                 "processes": accelerator.num_processes,
                 "weights_sha256": digests,
             },
+            layout_from=_sentence_transformers_layout(config, final.config.hidden_size),
         )
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
     accelerator.end_training()
     return out
+
+
+def _sentence_transformers_layout(config: RunConfig, student_hidden: int) -> Path | None:
+    """The teacher's directory when the student can be written in its sentence-transformers layout."""
+    teacher_dir = sentence_transformers_dir(config.teacher.path, config.teacher.revision)
+    if teacher_dir is None:
+        return None
+    problem = layout_problem(teacher_dir, student_hidden)
+    if problem:
+        print(f"note: the student is not written as a sentence-transformers model: {problem}")
+        return None
+    return teacher_dir
 
 
 class TrainingStopped(TadistillError):

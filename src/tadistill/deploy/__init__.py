@@ -1,0 +1,2 @@
+"""Carrying a student to where it runs: ONNX graphs and their parity checks, int8
+quantisation, sentence-transformers layouts and vocabulary trimming."""
