@@ -23,6 +23,7 @@ COMMANDS = {
     "quickstart": "tadistill.commands.quickstart",
     "agreement": "tadistill.commands.agreement",
     "study": "tadistill.commands.study",
+    "report": "tadistill.commands.report",
 }
 
 
