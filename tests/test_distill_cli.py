@@ -77,6 +77,11 @@ def test_run_directory_contents(teacher4, corpus, tmp_path):
     assert list(run.glob("**/events.out.tfevents*")), "TensorBoard logs"
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"step", "tokens", "lr", "loss", "minilmv2/qq", "minilmv2/kk", "minilmv2/vv", "tokens_per_s"} <= set(record)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run / "student" / "README.md")  # the model card, as the hub parses it
+    assert card.data.base_model == str(teacher4) and "minilmv2" in card.data.tags
+    assert "20 optimizer steps" in card.text
 
 
 def test_changed_config_is_refused_on_resume(teacher4, corpus, tmp_path, capsys):

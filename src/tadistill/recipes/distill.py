@@ -43,6 +43,7 @@ from tadistill.engine import Distiller
 from tadistill.errors import ConfigError, ModelError, TadistillError
 from tadistill.models import load_teacher, make_student, save_student, shape_of
 from tadistill.objectives import build_objectives
+from tadistill.report.card import write_model_card
 from tadistill.training import budget_spent, parameter_groups, total_steps
 from tadistill.validation import validate_run
 
@@ -221,6 +222,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                 "weights_sha256": digests,
             },
         )
+        write_model_card(out)  # README.md with hub metadata; `tadistill report` adds scores and latency
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
     accelerator.end_training()
     return out

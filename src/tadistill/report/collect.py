@@ -89,6 +89,10 @@ def collect(paths: list[str | Path], baseline: str | None = None) -> Inputs:
                 f"{path}: neither a study directory (study.json), a run directory (metrics.jsonl, student/) "
                 "nor a student directory (tadistill.json)"
             )
+    unique = {}
+    for run in runs:  # a run named twice (its directory and its student) is one run
+        unique.setdefault(run.run_dir.resolve(), run)
+    runs = list(unique.values())
     if baseline is not None:
         teacher = Baseline(baseline, _baseline_results(Path(baseline)))
     labels = [run.label for run in runs]

@@ -86,7 +86,7 @@ def task_columns(inputs: Inputs) -> list[TaskColumn]:
     for results in [run.results for run in inputs.runs] + [inputs.baseline.results if inputs.baseline else []]:
         for result in results:
             for name, summary in result["tasks"].items():
-                title = TASKS[name].title if name in TASKS else summary.get("task", {}).get("title", name)
+                title = TASKS.get(name).title if name in TASKS else summary.get("task", {}).get("title", name)
                 seen.setdefault(name, TaskColumn(name, "MNLI-m" if name == "mnli" else title, result["suite"]))
     order = {name: i for i, name in enumerate((*GLUE_ORDER, "xnli"))}
     return sorted(seen.values(), key=lambda task: order.get(task.name, len(order)))
@@ -159,7 +159,7 @@ def _scores_table(inputs: Inputs, tasks, glue_tasks, teacher_scores) -> Table:
     rows += [{**_labels(run), **_score_row(task_scores(run.results), tasks, glue_tasks)} for run in inputs.runs]
     note = "Each task's score from `tadistill evaluate` (dev for GLUE, test for XNLI and file tasks), in %."
     if glue_tasks:
-        note += " GLUE avg: the mean over " + ", ".join(TASKS[t].title for t in glue_tasks) + \
+        note += " GLUE avg: the mean over " + ", ".join(TASKS.get(t).title for t in glue_tasks) + \
                 " (MRPC, QQP: mean of F1 and acc; STS-B: of Pearson and Spearman); missing when a task is."
     return Table("scores", "Scores", LABEL_COLUMNS + _score_columns(tasks, glue_tasks, "%"), rows, reference, note)
 
