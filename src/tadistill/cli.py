@@ -24,6 +24,7 @@ COMMANDS = {
     "agreement": "tadistill.commands.agreement",
     "study": "tadistill.commands.study",
     "report": "tadistill.commands.report",
+    "analyze": "tadistill.commands.analyze",
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tadistill.errors import DataError
 from tadistill.report import plots
+from tadistill.report.analysis_section import analysis_markdown, analysis_table
 from tadistill.report.card import write_model_card
 from tadistill.report.collect import Inputs, collect
 from tadistill.report.tables import (
@@ -47,6 +48,12 @@ def run_report(paths: list[str | Path], out: str | Path | None = None, baseline:
     colours = plots.method_colours([run.method for run in inputs.runs])
     figures = _draw_plots(inputs, tables, colours, out / "plots")
 
+    # ---- the layer analyses, when any run has one
+    analysed = [run for run in inputs.runs if run.analysis]
+    analysis = analysis_table(analysed) if analysed else None
+    if analysis is not None:
+        write_table(analysis, out / "tables")
+
     # ---- model cards: every student with what this report knows about it
     if cards:
         for run in inputs.runs:
@@ -55,7 +62,7 @@ def run_report(paths: list[str | Path], out: str | Path | None = None, baseline:
 
     report = out / "report.md"
     partial = report.with_name("report.md.partial")
-    partial.write_text(_markdown(inputs, tables, figures, out))
+    partial.write_text(_markdown(inputs, tables, figures, analysis, out))
     partial.replace(report)
     return report
 
@@ -142,9 +149,9 @@ def _card_latency(run) -> list[tuple[str, str, str]]:
             for setting, row in student_latency(run).items()]
 
 
-def _markdown(inputs: Inputs, tables: list[Table], figures: dict[str, str], out: Path) -> str:
+def _markdown(inputs: Inputs, tables: list[Table], figures: dict[str, str], analysis: Table | None, out: Path) -> str:
     sources = ", ".join(f"`{p}`" for p in inputs.sources)
-    lines = [f"# Distillation report", "", f"{len(inputs.runs)} run(s) from {sources}"
+    lines = ["# Distillation report", "", f"{len(inputs.runs)} run(s) from {sources}"
              + (f"; teacher `{inputs.baseline.name}`" if inputs.baseline else "") + ".",
              "Best student value per column in **bold**; — marks a value that was not measured.", ""]
     unfinished = [run for run in inputs.runs if run.state not in (None, "done")]
@@ -163,9 +170,6 @@ def _markdown(inputs: Inputs, tables: list[Table], figures: dict[str, str], out:
             relative = os.path.relpath(path, out)
             lines += [f"### {title}", "", f"![{title}]({relative})", "",
                       f"[SVG]({Path(relative).with_suffix('.svg').as_posix()})", ""]
-    analysed = [run for run in inputs.runs if run.analysis]
-    if analysed:
-        from tadistill.report.analysis_section import analysis_markdown
-
-        lines += analysis_markdown(analysed, out)
+    if analysis is not None:
+        lines += analysis_markdown([run for run in inputs.runs if run.analysis], analysis, out)
     return "\n".join(lines)
