@@ -77,8 +77,12 @@ def test_a_model_against_itself_agrees_exactly(bert_teacher, texts, tmp_path):
             assert result["relation_kl"][relation][s][s] == pytest.approx(0.0, abs=1e-6)
             assert all(value >= -1e-6 for value in result["relation_kl"][relation][s])
         assert any(result["relation_kl"][relation][0][t] > 1e-4 for t in range(1, layers))  # other layers differ
-    assert result["attention_kl_per_head"]["pairs"] == [[s, s] for s in range(1, layers + 1)]
-    assert all(value == pytest.approx(0.0, abs=1e-6) for row in result["attention_kl_per_head"]["kl"] for value in row)
+    per_head = result["attention_kl_per_head"]  # [student block][teacher block][head]
+    assert len(per_head) == layers and len(per_head[0]) == layers and len(per_head[0][0]) == result["attention_heads"] == 4
+    for s in range(layers):
+        assert all(value == pytest.approx(0.0, abs=1e-6) for value in per_head[s][s])
+        assert result["attention_kl"][s][s] == pytest.approx(0.0, abs=1e-6)
+    assert result["attention_kl"][0][1] > 1e-4
     assert result["closest_teacher_layer"]["cka"] == list(range(1, layers + 1))
     assert result["closest_teacher_layer"]["relation_kl"] == list(range(1, layers + 1))
     agreement = result["embedding_agreement"]

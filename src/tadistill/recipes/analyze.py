@@ -3,8 +3,8 @@
 Read top to bottom: check the two models and the options (one-line errors before any
 compute), read the texts, then per batch run both encoders once with every hidden state
 and Q/K/V projection tapped, and accumulate linear CKA for every layer pair, the MiniLMv2
-relation KLs (Q-Q, K-K, V-V) for every layer pair and the attention KL per head for each
-student layer against the teacher layer the uniform mapping gives it; then the agreement
+relation KLs (Q-Q, K-K, V-V) and the attention KL of every head for every layer pair;
+then the agreement
 of pooled sentence embeddings; write analysis.json and the heatmaps.
 """
 
@@ -20,7 +20,6 @@ from tadistill.arch import adapter_for
 from tadistill.data.sources import read_documents
 from tadistill.errors import ConfigError, DataError, Problem
 from tadistill.evaluation.embeddings import agreement, embed, pooling_mode
-from tadistill.mapping import layer_map
 from tadistill.measure import load_encoder
 from tadistill.models import load_model_config, shape_of
 from tadistill.paths import resolve_path
@@ -64,9 +63,7 @@ def run_analysis(
     taps = {name: [Tap("hidden", i) for i in range(shape.layers + 1)]
             + [Tap(kind, i) for kind in ("query", "key", "value") for i in range(1, shape.layers + 1)]
             for name, shape in shapes.items()}
-    # the teacher layer each student layer is compared with head by head: the uniform mapping
-    mapped = [(s, ts[-1]) for s, ts in layer_map("uniform", s_shape.layers, t_shape.layers)] \
-        if s_shape.layers <= t_shape.layers else [(s, t_shape.layers) for s in range(1, s_shape.layers + 1)]
+    pairs = [(s, t) for s in range(1, s_shape.layers + 1) for t in range(1, t_shape.layers + 1)]
 
     cka, kl = CKAStatistics(), WeightedMean()
     with torch.inference_mode():
@@ -83,7 +80,7 @@ def run_analysis(
                           for letter, kind in zip("qkv", ("query", "key", "value"))} for name in models}
             for key, value in relation_kls(qkv["student"], qkv["teacher"], batch["attention_mask"], relation_heads).items():
                 kl.add(key, value, tokens)
-            for s, t in mapped:
+            for s, t in pairs:
                 per_head = attention_kls_per_head(qkv["student"]["q"][s], qkv["student"]["k"][s], qkv["teacher"]["q"][t],
                                                   qkv["teacher"]["k"][t], batch["attention_mask"], heads)
                 for h, value in enumerate(per_head):
@@ -103,8 +100,9 @@ def run_analysis(
         "relation_heads": relation_heads, "attention_heads": heads,
         "cka": cka_matrix,
         "relation_kl": relations,
-        "attention_kl_per_head": {"pairs": [list(pair) for pair in mapped],
-                                  "kl": [[kl.mean(("head", s, t, h)) for h in range(heads)] for s, t in mapped]},
+        # [student block][teacher block][head], and its mean over the heads
+        "attention_kl_per_head": [[[kl.mean(("head", s, t, h)) for h in range(heads)] for t in t_layers] for s in s_layers],
+        "attention_kl": [[sum(kl.mean(("head", s, t, h)) for h in range(heads)) / heads for t in t_layers] for s in s_layers],
         "embedding_agreement": {"pooling": pooling, **agreement(embeddings["teacher"], embeddings["student"])},
         # which teacher layer each student block (1..L_S) resembles most, by each measure
         "closest_teacher_layer": {
@@ -150,9 +148,11 @@ def write_analysis(result: dict, out: Path) -> None:
                   value_title="KL(teacher || student), nats per token", out_dir=out, name="relation_kl",
                   title=f"MiniLMv2 relation KL, mean of Q-Q, K-K, V-V ({result['relation_heads']} relation heads)",
                   row_labels=[str(s) for s in range(1, s_layers + 1)], column_labels=[str(t) for t in range(1, t_layers + 1)])
-    pairs = result["attention_kl_per_head"]["pairs"]
-    plots.heatmap(result["attention_kl_per_head"]["kl"], row_title="student layer -> teacher layer", column_title="head",
+    # per head, each student block against the teacher block whose relations it matches best
+    closest = result["closest_teacher_layer"]["relation_kl"]
+    plots.heatmap([result["attention_kl_per_head"][s][t - 1] for s, t in enumerate(closest)],
+                  row_title="student block -> closest teacher block (relation KL)", column_title="head",
                   value_title="attention KL(teacher || student), nats per token", out_dir=out, name="attention_kl_per_head",
-                  title="Attention-distribution KL per head (uniform layer mapping)",
-                  row_labels=[f"{s} -> {t}" for s, t in pairs],
+                  title="Attention-distribution KL per head",
+                  row_labels=[f"{s} -> {t}" for s, t in enumerate(closest, start=1)],
                   column_labels=[str(h) for h in range(result["attention_heads"])])

@@ -9,7 +9,7 @@
 - MiniLMv2 relation agreement: KL(teacher || student) of the Q-Q, K-K and V-V relations
   (`tadistill.losses.attention_relation_kl`, the training loss itself) for every layer pair.
 - Attention-distribution agreement per head: the MiniLMv1 KL (`attention_kl`) of each
-  head alone, for each student layer and the teacher layer the uniform mapping pairs it with.
+  head alone, for every layer pair.
 Each KL is the mean over valid query tokens of all texts (a token-weighted mean of the
 per-batch means).
 """

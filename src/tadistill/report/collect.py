@@ -113,8 +113,8 @@ def _read_study(study_dir: Path) -> tuple[list[Run], Baseline]:
         root = study_dir / cell["dir"]
         run = _read_run(root, root / "run", method=cell["method"], student=cell["student"])
         run.state, run.error = cell.get("state"), cell.get("error")
-        run.distill_seconds = cell.get("steps", {}).get("distill", {}).get("seconds") if cell.get("steps", {}).get(
-            "distill", {}).get("state") == "done" else None
+        distill = cell.get("steps", {}).get("distill", {})
+        run.distill_seconds = distill.get("seconds") if distill.get("state") == "done" else None
         runs.append(run)
     teacher = Baseline(manifest.get("teacher", "teacher"), _results_under(study_dir / "teacher" / "eval"))
     return runs, teacher

@@ -236,6 +236,8 @@ def student_params(run: Run) -> dict | None:
     the saved weights' header (no weights loaded)."""
     if run.bench:
         for name, info in run.bench.get("models", {}).items():
+            # this student's entry; in a bench of one student against the teacher, the other entry
+            # (its path may be where the study ran, not where the run is now)
             if name != run.bench.get("teacher") and (_same_path(name, run.student_dir) or len(run.bench["models"]) <= 2):
                 return info["params"]
     return count_saved_parameters(run.student_dir)
