@@ -92,6 +92,11 @@ def test_run_directory_contents(teacher4, corpus, tmp_path):
     assert list(run.glob("**/events.out.tfevents*")), "TensorBoard logs"
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"step", "tokens", "lr", "loss", "minilmv2/qq", "minilmv2/kk", "minilmv2/vv", "tokens_per_s"} <= set(record)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run / "student" / "README.md")  # the model card, as the hub parses it
+    assert card.data.base_model == str(teacher4) and "minilmv2" in card.data.tags
+    assert "20 optimizer steps" in card.text
 
 
 def test_changed_config_is_refused_on_resume(teacher4, corpus, tmp_path, capsys):
@@ -164,3 +169,14 @@ def test_token_budget_ends_the_run(teacher4, corpus, tmp_path):
     metadata = json.loads((run / "student" / "tadistill.json").read_text())
     assert metadata["tokens_seen"] >= 2000
     assert metadata["tokens_seen"] - 256 < 2000  # it stopped at the first step past the budget
+
+
+def test_tracker_none_writes_no_tensorboard_logs_and_unknown_trackers_are_named(teacher4, corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=4", "--set", "train.log_with=none") == 0
+    assert not list(run.glob("**/events.out.tfevents*")) and (run / "metrics.jsonl").is_file()
+    # the tracker may change on resume: it changes no weight
+    assert distill("hs", teacher4, corpus, run, "--set", "train.max_steps=4", "--resume", "auto") == 0
+    capsys.readouterr()
+    assert distill("hs", teacher4, corpus, tmp_path / "bad", "--set", "train.max_steps=4", "--set", "train.log_with=tensorbord") == 2
+    assert "train.log_with='tensorbord': use one of tensorboard, wandb, mlflow, none. Did you mean 'tensorboard'?" in capsys.readouterr().err

@@ -26,6 +26,8 @@ COMMANDS = {
     "fit-head": "tadistill.commands.fit_head",
     "export": "tadistill.commands.export",
     "trim-vocab": "tadistill.commands.trim_vocab",
+    "report": "tadistill.commands.report",
+    "analyze": "tadistill.commands.analyze",
 }
 
 

@@ -114,6 +114,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     num_workers: int = 0
     record_blocks: bool = False  # audit: each process lists a digest of every block it trains on
+    log_with: str = "tensorboard"  # tensorboard | wandb | mlflow | none: accelerate's tracker for the metrics
 
 
 @dataclass

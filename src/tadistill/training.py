@@ -3,6 +3,7 @@ steps and tokens, and the checks of a run's `train` settings."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 from torch import nn
@@ -12,6 +13,8 @@ from tadistill.errors import Problem
 from tadistill.registry import did_you_mean
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+# accelerate's trackers a run can log to (metrics.jsonl is always written), and the package each needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "none": None}
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -59,6 +62,31 @@ def train_problems(train: TrainConfig) -> list[Problem]:
     if train.mixed_precision not in MIXED_PRECISION:
         hint = did_you_mean(train.mixed_precision, MIXED_PRECISION)
         problems.append(Problem("train.mixed_precision", train.mixed_precision, f"use no, bf16 or fp16.{hint}"))
+    problems += _tracker_problems(train.log_with)
     if train.num_workers < 0:
         problems.append(Problem("train.num_workers", train.num_workers, "must be >= 0"))
     return problems
+
+
+def _tracker_problems(log_with: str) -> list[Problem]:
+    if log_with not in TRACKERS:
+        hint = did_you_mean(log_with, list(TRACKERS))
+        return [Problem("train.log_with", log_with, f"use one of {', '.join(TRACKERS)}.{hint}")]
+    package = TRACKERS[log_with]
+    if package is not None and importlib.util.find_spec(package) is None:
+        offline = {"wandb": " (WANDB_MODE=offline logs without the network)", "mlflow": " (logs to files in the run directory)"}
+        return [Problem("train.log_with", log_with, f"{package} is not installed: pip install {package}{offline.get(package, '')}, "
+                                                    "or use tensorboard or none")]
+    return []
+
+
+def tracker_setup(log_with: str, run_dir) -> tuple[str | None, str, dict]:
+    """(accelerate's log_with, the project name, init_kwargs) for a run's tracker: TensorBoard
+    logs under RUN/tensorboard, MLflow in a file store RUN/mlruns, W&B in RUN/wandb."""
+    if log_with == "none":
+        return None, "", {}
+    if log_with == "tensorboard":
+        return "tensorboard", "tensorboard", {}
+    if log_with == "mlflow":
+        return "mlflow", str(run_dir.name), {"mlflow": {"logging_dir": str(run_dir / "mlruns")}}
+    return "wandb", str(run_dir.name), {"wandb": {"dir": str(run_dir)}}

@@ -44,8 +44,13 @@ from tadistill.engine import Distiller
 from tadistill.errors import ConfigError, ModelError, TadistillError
 from tadistill.models import load_teacher, make_student, save_student, shape_of
 from tadistill.objectives import build_objectives
-from tadistill.training import budget_spent, parameter_groups, total_steps
+from tadistill.report.card import write_model_card
+from tadistill.training import budget_spent, parameter_groups, total_steps, tracker_setup
 from tadistill.validation import validate_run
+
+
+# settings a resumed run may change freely: where its metrics are logged changes no weight
+RESUMABLE_CHANGES = {"train.log_with"}
 
 
 def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, allow_config_change: bool = False) -> Path:
@@ -55,13 +60,14 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         raise ConfigError(problems)
     run_dir = Path(run_dir)
     train = config.train
+    log_with, project, tracker_kwargs = tracker_setup(train.log_with, run_dir)
 
     accelerator = Accelerator(
         # on a machine without an accelerator, torchrun / accelerate launch processes run DDP on gloo
         cpu=not torch.accelerator.is_available(),
         mixed_precision=train.mixed_precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
-        log_with="tensorboard",
+        log_with=log_with,
         project_dir=str(run_dir),
         # blocks above the deepest tapped layer (and an unused LM head) get no gradient
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -125,7 +131,8 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
                 "random states are part of the checkpoint)"
             )
         accelerator.load_state(str(checkpoint))
-    accelerator.init_trackers("tensorboard")
+    if log_with is not None:
+        accelerator.init_trackers(project, init_kwargs=tracker_kwargs)
 
     if accelerator.is_main_process:
         print(_plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress))
@@ -225,6 +232,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
             },
             layout_from=_sentence_transformers_layout(config, final.config.hidden_size),
         )
+        write_model_card(out)  # README.md with hub metadata; `tadistill report` adds scores and latency
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
     accelerator.end_training()
     return out
@@ -304,7 +312,8 @@ def _prepare_on_main(run_dir: Path, config: RunConfig, resume: str | None, allow
     if checkpoint is not None and resolved.is_file():
         import yaml
 
-        changed = config_differences(yaml.safe_load(resolved.read_text()), to_dict(config))
+        changed = [key for key in config_differences(yaml.safe_load(resolved.read_text()), to_dict(config))
+                   if key not in RESUMABLE_CHANGES]
         if changed and not allow_config_change:
             raise TadistillError(
                 f"the config differs from the run being resumed at: {', '.join(changed)}; "
