@@ -47,15 +47,18 @@ from tadistill.config import ObjectiveConfig
 from tadistill.objectives import build_objectives, objective_problems
 from tadistill.taps import forward_taps
 
-# one representative configuration per objective family
+# one representative configuration per objective family (case name -> objective, options)
 FAMILIES = {
-    "od": {"alpha_mlm": 0.4, "alpha_cos": 0.2},  # DistilBERT's 5:2:1 triple loss, scaled by 1/5
-    "hs": {"mapping": "uniform"},
-    "minilmv2": {"relation_heads": 48},
-    "minilm": {},
-    "tinybert": {},
-    "direct-minilm": {},
+    "od": ("od", {"alpha_mlm": 0.4, "alpha_cos": 0.2}),  # DistilBERT's 5:2:1 triple loss, scaled by 1/5
+    "hs": ("hs", {"mapping": "uniform"}),
+    "minilmv2": ("minilmv2", {"relation_heads": 48}),
+    "minilmv2-blocked": ("minilmv2", {"relation_heads": 48, "kernel": "blocked"}),
+    "minilm": ("minilm", {}),
+    "tinybert": ("tinybert", {}),
+    "direct-minilm": ("direct-minilm", {}),
 }
+# dense bf16 peak of the device, for model FLOPs utilisation (MFU), by a name fragment
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 TARGET_RATIO = 1.15
 
 
@@ -68,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, choices=range(1, 10), metavar="N", help="untimed runs (>= 1)")
     parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     parser.add_argument("--objectives", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: known GPUs by name)")
     parser.add_argument("--teacher", type=int, nargs=3, default=[12, 768, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
     parser.add_argument("--student", type=int, nargs=3, default=[6, 384, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
     parser.add_argument("--plain-malloc", action="store_true", help="on CPU, leave glibc's malloc as it is")
@@ -107,7 +111,8 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     if precision == "bf16":
         teacher.to(torch.bfloat16)  # a frozen teacher is kept in bf16, as the distill recipe does
     shapes = [adapter_for(model).shape(model.config) for model in (teacher, student)]
-    objectives = build_objectives([ObjectiveConfig(objective, 1.0, FAMILIES[objective])], teacher=shapes[0], student=shapes[1])
+    name, options = FAMILIES[objective]
+    objectives = build_objectives([ObjectiveConfig(name, 1.0, options)], teacher=shapes[0], student=shapes[1])
     teacher.to(device), student.to(device), objectives.to(device)
     batch = random_batch(args.batch, args.seq, teacher.config.vocab_size, device)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -169,13 +174,34 @@ def in_fresh_process(*case) -> dict:
         return pool.submit(measure, *case).result()
 
 
+def model_flops(args: argparse.Namespace) -> float:
+    """Model FLOPs of one step: the teacher's forward and the student's forward and backward
+    (3x forward), 24 h^2 + 4 n h per token and layer (FFN 4h), matmuls only; the LM heads
+    and the losses are left out, so MFU is comparable across objectives."""
+    tokens, n = args.batch * args.seq, args.seq
+
+    def forward(layers: int, hidden: int, _heads: int) -> float:
+        return tokens * layers * (24 * hidden**2 + 4 * n * hidden)
+
+    return forward(*args.teacher) + 3 * forward(*args.student)
+
+
+def peak_flops(args: argparse.Namespace) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12
+    if not args.device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    return next((tflops * 1e12 for fragment, tflops in PEAK_BF16_TFLOPS.items() if fragment in name), None)
+
+
 def model_shape(layers: int, hidden: int, heads: int) -> ModelShape:
     return ModelShape(layers, hidden, heads, 4 * hidden, BertConfig().vocab_size)
 
 
 def main() -> None:
     args = parse_args()
-    specs = [ObjectiveConfig(objective, 1.0, FAMILIES[objective]) for objective in args.objectives]
+    specs = [ObjectiveConfig(FAMILIES[case][0], 1.0, FAMILIES[case][1]) for case in args.objectives]
     problems = objective_problems(
         specs, teacher=model_shape(*args.teacher), student=model_shape(*args.student), teacher_has_lm_head=True
     )
@@ -185,10 +211,11 @@ def main() -> None:
     if on_cpu and not args.plain_malloc:
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(2**34)  # read by glibc when each worker starts
     tokens = args.batch * args.seq
+    flops, peak = model_flops(args), peak_flops(args)
     rows = []
     print(f"teacher {args.teacher}, student {args.student}, batch {args.batch} x {args.seq}, {args.device}")
-    columns = ("floor s", "step s", "ratio", "cpu ratio", "floor MiB", "step MiB", "tok/s")
-    print(f"{'objective':<14}{'prec':<6}" + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 9, 7, 11, 11, 10, 9))))
+    columns = ("floor s", "step s", "ratio", "cpu ratio", "floor MiB", "step MiB", "tok/s", "MFU")
+    print(f"{'objective':<18}{'prec':<6}" + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 9, 7, 11, 11, 10, 9, 7))))
     for precision in args.precision:
         for objective in args.objectives:
             result = in_fresh_process(objective, precision, args)
@@ -202,12 +229,13 @@ def main() -> None:
                 "floor_peak_mib": round(result["floor_peak_mib"]),
                 "step_peak_mib": round(result["step_peak_mib"]),
                 "tokens_per_s": round(tokens / result["step_s"]),
+                "mfu": round(flops / result["step_s"] / peak, 4) if peak and precision == "bf16" else None,
             }
             rows.append(row)
             print(
-                f"{objective:<14}{precision:<6}{row['floor_s']:>9.3f}{row['step_s']:>9.3f}{row['ratio']:>7.2f}"
+                f"{objective:<18}{precision:<6}{row['floor_s']:>9.3f}{row['step_s']:>9.3f}{row['ratio']:>7.2f}"
                 f"{row['cpu_ratio'] if on_cpu else '-':>11}{row['floor_peak_mib']:>11}{row['step_peak_mib']:>10}"
-                f"{row['tokens_per_s']:>9}",
+                f"{row['tokens_per_s']:>9}{row['mfu'] if row['mfu'] is not None else '-':>7}",
                 flush=True,
             )
     # on a shared CPU, time spent waiting for the cores inflates wall time but not CPU time
@@ -222,6 +250,8 @@ def main() -> None:
         "teacher": args.teacher,
         "student": args.student,
         "plain_malloc": args.plain_malloc,
+        "model_flops_per_step": flops,
+        "peak_flops": peak,
         "results": rows,
         "target_basis": basis,
         "max_bf16_ratio": max(bf16_ratios, default=None),

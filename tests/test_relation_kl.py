@@ -44,13 +44,14 @@ def tensors(seed, batch, tokens, width, teacher_width):
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("chunk_bytes", [2**20, 200, 1])  # whole sequences; query blocks; one query a block
 def test_blocked_equals_the_plain_loss_and_its_gradients(cross, chunk_bytes, monkeypatch):
-    monkeypatch.setattr(relation_kl, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setitem(relation_kl.CHUNK_BYTES, "cpu", chunk_bytes)
     x, y, tx, ty = tensors(0, batch=3, tokens=7, width=12, teacher_width=24)
     mask = torch.ones(3, 7, dtype=torch.long)
     mask[1, 4:] = 0  # padding
     mask[2, :] = 0  # an all-padding sequence
     student, teacher = ((x, y), (tx, ty)) if cross else (x, tx)
-    blocked = losses.attention_relation_kl(student=student, teacher=teacher, attention_mask=mask, relation_heads=3)
+    blocked = losses.attention_relation_kl(student=student, teacher=teacher, attention_mask=mask, relation_heads=3,
+                                           kernel="blocked")
     reference = losses.attention_relation_kl(student=student, teacher=teacher, attention_mask=mask, relation_heads=3,
                                              kernel="reference")
     plain = plain_relation_kl((x, y) if cross else (x, x), (tx, ty) if cross else (tx, tx), mask, 3)
@@ -65,7 +66,8 @@ def test_blocked_equals_the_plain_loss_and_its_gradients(cross, chunk_bytes, mon
 
 def test_a_fully_masked_batch_gives_zero_with_a_graph():
     x, _, tx, _ = tensors(1, batch=2, tokens=5, width=8, teacher_width=8)
-    loss = losses.attention_relation_kl(student=x, teacher=tx, attention_mask=torch.zeros(2, 5), relation_heads=2)
+    loss = losses.attention_relation_kl(student=x, teacher=tx, attention_mask=torch.zeros(2, 5), relation_heads=2,
+                                        kernel="blocked")
     assert loss.item() == 0.0 and loss.requires_grad
     (grad,) = torch.autograd.grad(loss, x)
     assert grad.abs().max() == 0
@@ -75,7 +77,8 @@ def test_bf16_inputs_are_computed_in_fp32():
     x, _, tx, _ = tensors(2, batch=2, tokens=6, width=8, teacher_width=16)
     mask = torch.ones(2, 6)
     xb = x.detach().bfloat16().requires_grad_()
-    got = losses.attention_relation_kl(student=xb, teacher=tx.bfloat16(), attention_mask=mask, relation_heads=2)
+    got = losses.attention_relation_kl(student=xb, teacher=tx.bfloat16(), attention_mask=mask, relation_heads=2,
+                                       kernel="blocked")
     expected = plain_relation_kl((xb.float(), xb.float()), (tx.bfloat16().float(),) * 2, mask, 2)
     assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-6)
     got.backward()
@@ -86,6 +89,28 @@ def test_a_teacher_that_requires_grad_takes_the_plain_path():
     x, _, tx, _ = tensors(3, batch=2, tokens=4, width=8, teacher_width=8)
     tx.requires_grad_(True)
     mask = torch.ones(2, 4)
-    loss = losses.attention_relation_kl(student=x, teacher=tx, attention_mask=mask, relation_heads=2)
+    loss = losses.attention_relation_kl(student=x, teacher=tx, attention_mask=mask, relation_heads=2, kernel="blocked")
     (grad,) = torch.autograd.grad(loss, tx)  # the teacher gets its gradient, as the plain loss gives it
     assert grad.abs().sum() > 0
+
+
+def test_the_objective_gives_the_same_loss_with_either_kernel():
+    from tadistill.arch import ModelShape
+    from tadistill.config import ObjectiveConfig
+    from tadistill.objectives import build_objectives
+    from tadistill.objectives.base import StepTensors
+    from tadistill.taps import Tap
+
+    shape = ModelShape(2, 12, 3, 24, 50)
+    x, y, z, _ = tensors(4, batch=2, tokens=6, width=12, teacher_width=12)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[0, 4:] = 0
+    values = {}
+    for kernel in ("reference", "blocked"):
+        objectives = build_objectives([ObjectiveConfig("minilmv2", 1.0, {"relation_heads": 3, "kernel": kernel})],
+                                      teacher=shape, student=shape)
+        (objective,) = objectives.objectives
+        side = {Tap("query", 2): x, Tap("key", 2): y, Tap("value", 2): z}
+        teacher = {tap: t.detach() * 2 for tap, t in side.items()}
+        values[kernel] = objective(StepTensors(student=side, teacher=teacher, attention_mask=mask)).total
+    assert torch.allclose(values["blocked"], values["reference"], atol=1e-6)

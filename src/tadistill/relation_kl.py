@@ -23,7 +23,9 @@ import math
 import torch
 from torch import Tensor
 
-CHUNK_BYTES = 2**19  # one block's (b, A_r, q, n) fp32 scores: small enough to stay in the CPU's cache
+# one block's (b, A_r, q, n) fp32 scores: on a CPU small enough to stay in its cache; on a GPU
+# large enough that a block is a few big kernels rather than thousands of small launches
+CHUNK_BYTES = {"cpu": 2**19, "cuda": 2**28}
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -36,13 +38,14 @@ def _merge(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * width)  # (B, n, A * d_r)
 
 
-def _blocks(batch: int, heads: int, tokens: int):
+def _blocks(batch: int, heads: int, tokens: int, device: torch.device):
     """(sequences, queries) slices covering the batch, each block's scores about CHUNK_BYTES."""
+    chunk = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"])
     per_sequence = heads * tokens * tokens * 4
-    if per_sequence <= CHUNK_BYTES:
-        size = CHUNK_BYTES // per_sequence
+    if per_sequence <= chunk:
+        size = chunk // per_sequence
         return [(slice(b, min(b + size, batch)), slice(0, tokens)) for b in range(0, batch, size)]
-    queries = max(1, CHUNK_BYTES // (heads * tokens * 4))
+    queries = max(1, chunk // (heads * tokens * 4))
     return [(slice(b, b + 1), slice(q, min(q + queries, tokens))) for b in range(batch) for q in range(0, tokens, queries)]
 
 
@@ -56,7 +59,7 @@ def _loss(student_left, student_right, teacher_left, teacher_right, query_weight
     """Inputs split into heads, (B, A, n, d_r) each."""
     total = student_left.new_zeros(())
     batch, _, tokens, _ = student_left.shape
-    for part, queries in _blocks(batch, heads, tokens):
+    for part, queries in _blocks(batch, heads, tokens, student_left.device):
         s = _scores(student_left[part, :, queries], student_right[part], padding_bias[part])  # (b, A, q, n)
         t = _scores(teacher_left[part, :, queries], teacher_right[part], padding_bias[part])
         log_t = torch.log_softmax(t, dim=-1)  # (b, A, n, n)
@@ -73,7 +76,7 @@ def _grads(student_left, student_right, teacher_left, teacher_right, query_weigh
     grad_right = grad_left if self_relation else torch.zeros_like(student_right)
     batch, _, tokens, width = student_left.shape
     scale = 1 / math.sqrt(width)
-    for part, queries in _blocks(batch, heads, tokens):
+    for part, queries in _blocks(batch, heads, tokens, student_left.device):
         left, right = student_left[part, :, queries], student_right[part]  # (b, A, q, d_r), (b, A, n, d_r)
         s = _scores(left, right, padding_bias[part])  # (b, A, q, n)
         t = _scores(teacher_left[part, :, queries], teacher_right[part], padding_bias[part])

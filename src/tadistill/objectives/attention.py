@@ -46,13 +46,15 @@ class MiniLMv2(Objective):
     The weights already hold the reduction: 1 each for the paper's sum, 1/len for a mean.
     """
 
-    def __init__(self, teacher_layer: int, student_layer: int, relations: dict[str, float], relation_heads: int):
+    def __init__(self, teacher_layer: int, student_layer: int, relations: dict[str, float], relation_heads: int,
+                 kernel: str = "reference"):
         letters = set("".join(relations))
         super().__init__(_taps(letters, teacher_layer), _taps(letters, student_layer))
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
         self.relations = relations
         self.relation_heads = relation_heads
+        self.kernel = kernel
 
     def forward(self, step: StepTensors) -> Loss:
         parts = {
@@ -61,6 +63,7 @@ class MiniLMv2(Objective):
                 teacher=self._pair(step.teacher, self.teacher_layer, relation),
                 attention_mask=step.attention_mask,
                 relation_heads=self.relation_heads,
+                kernel=self.kernel,
             )
             for relation in self.relations
         }
@@ -87,6 +90,9 @@ class MiniLMv2Options(ObjectiveOptions):
         mapping relation -> weight (e.g. {qk: 1, vv: 1}).
     reduction: "sum" adds the weighted relation losses (MiniLMv2: weight 1 each), "mean"
         divides that sum by the number of relations (tadistill's earlier default).
+    kernel: how the relation KL is computed, the same loss either way: "reference" holds the
+        (B, A_r, n, n) relation tensors for backward; "blocked" works on blocks of queries
+        and recomputes them in backward (far less memory; see tadistill.relation_kl).
     """
 
     relation_heads: int = 48
@@ -94,6 +100,7 @@ class MiniLMv2Options(ObjectiveOptions):
     student_layer: int | None = None
     relations: list[str] | dict[str, float] = field(default_factory=lambda: ["qq", "kk", "vv"])
     reduction: Literal["sum", "mean"] = "sum"
+    kernel: Literal["reference", "blocked"] = "reference"
 
     def relation_weights(self) -> dict[str, float]:
         weights = dict(self.relations) if isinstance(self.relations, dict) else dict.fromkeys(self.relations, 1.0)
@@ -119,6 +126,7 @@ class MiniLMv2Options(ObjectiveOptions):
             self.student_layer or student.layers,
             self.relation_weights(),
             self.relation_heads,
+            self.kernel,
         )
 
 
