@@ -93,11 +93,18 @@ def progress_view(data: dict, elapsed_s: float | None = None) -> str:
     entries = [*([data["prepare"]] if "prepare" in data else []), *([data["baseline"]] if "baseline" in data else []),
                *data["cells"]]
     counts = {state: sum(e["state"] == state for e in entries) for state in STATES}
-    done_steps = [(name, record["seconds"]) for e in entries for name, record in e["steps"].items()
-                  if record.get("state") == "done" and "seconds" in record]
+    def done_steps(group):
+        return [(name, record["seconds"]) for e in group for name, record in e["steps"].items()
+                if record.get("state") == "done" and "seconds" in record]
+
+    # a kind of step is estimated from the cells' own when there are any (the teacher's
+    # fine-tuning, a larger model, says little about a student's)
     by_kind: dict[str, list[float]] = {}
-    for name, seconds in done_steps:
+    for name, seconds in done_steps(entries):
         by_kind.setdefault(name.split("/")[0], []).append(seconds)
+    for kind in {name.split("/")[0] for name, _ in done_steps(data["cells"])}:
+        by_kind[kind] = [seconds for name, seconds in done_steps(data["cells"]) if name.split("/")[0] == kind]
+    done_steps = done_steps(entries)
     mean_all = sum(s for _, s in done_steps) / len(done_steps) if done_steps else None
     left = [name for e in entries for name, record in e["steps"].items() if record.get("state") in ("pending", "running")]
     estimates = [sum(by_kind[n.split("/")[0]]) / len(by_kind[n.split("/")[0]]) if n.split("/")[0] in by_kind else mean_all
