@@ -14,11 +14,9 @@ on it there, on wall time on a GPU. Peak memory: the CUDA
 allocator's peak on a GPU; on CPU the peak resident set size, weights included, which
 only grows, so the floor is measured first and the step's peak includes it.
 
-On CPU the workers keep freed memory in the heap (MALLOC_MMAP_THRESHOLD_) unless
---plain-malloc: glibc otherwise returns every block over 32 MiB to the OS, so each
-(B, A, n, n) relation matrix is page-faulted afresh and the allocator, not the loss,
-dominates. CUDA's caching allocator, or the jemalloc/tcmalloc PyTorch recommends on CPU,
-reuse such blocks the same way.
+Each worker is a plain process set up as a `tadistill` command sets itself up: the allocator
+setting of `tadistill.allocator` (freed memory stays in glibc's heap between steps), unless
+--plain-malloc, which measures glibc's defaults (what `TADISTILL_MALLOC=default` gives).
 
     python benchmarks/step.py                                  # batch 32 x 128, fp32 and bf16
     python benchmarks/step.py --batch 8 --steps 2 --precision bf16   # a quick run
@@ -32,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
+from tadistill.allocator import tune_cpu_allocator
 from tadistill.arch import ModelShape, adapter_for
 from tadistill.engine import distill_losses
 from tadistill.errors import ConfigError
@@ -74,7 +72,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: known GPUs by name)")
     parser.add_argument("--teacher", type=int, nargs=3, default=[12, 768, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
     parser.add_argument("--student", type=int, nargs=3, default=[6, 384, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
-    parser.add_argument("--plain-malloc", action="store_true", help="on CPU, leave glibc's malloc as it is")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (TADISTILL_MALLOC=default), not as tadistill sets it")
     return parser.parse_args()
 
 
@@ -104,6 +103,8 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     Step and floor alternate and each keeps its fastest run: on a shared machine the
     slowdowns caused by other work hit both alike and the minimum is the least disturbed.
     """
+    if not args.plain_malloc:
+        tune_cpu_allocator()  # what every `tadistill` command applies at start-up
     torch.manual_seed(0)
     device = args.device
     teacher = build_model(*args.teacher).eval().requires_grad_(False)
@@ -208,8 +209,6 @@ def main() -> None:
     if problems:  # fail here, in one message, rather than in every worker
         raise SystemExit(str(ConfigError(problems)))
     on_cpu = args.device == "cpu"
-    if on_cpu and not args.plain_malloc:
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(2**34)  # read by glibc when each worker starts
     tokens = args.batch * args.seq
     flops, peak = model_flops(args), peak_flops(args)
     rows = []

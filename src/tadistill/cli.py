@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from tadistill import __version__
+from tadistill.allocator import tune_cpu_allocator
 from tadistill.errors import TadistillError
 
 COMMANDS = {
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_cpu_allocator()  # freed activations stay in the heap between steps (TADISTILL_MALLOC=default: off)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
