@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from tadistill.arch import ArchAdapter, ModelShape, adapter_for
 from tadistill.config import StudentConfig, TeacherConfig
 from tadistill.errors import ModelError, Problem, TadistillError
 from tadistill.registry import Registry
+from tadistill.staging import staged_directory
 
 INIT_STRATEGIES: Registry = Registry("student init strategy")
 INIT_MAPPINGS = ("uniform", "uniform-consecutive", "last-k", "all")  # one teacher block per student block
@@ -402,8 +401,7 @@ def save_student(
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_directory(out) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if metadata is not None:
@@ -412,16 +410,6 @@ def save_student(
             from tadistill.deploy.sentence_transformers import copy_layout
 
             copy_layout(layout_from, tmp, student.config.hidden_size)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

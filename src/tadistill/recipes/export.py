@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from tadistill.deploy.onnx_graph import HIDDEN, LOGITS, OnnxModel, export_onnx, quantize_int8, require_onnxruntime
 from tadistill.deploy.parity import PARITY_TEXTS, compare_outputs, failures
 from tadistill.deploy.sentence_transformers import MODULES, copy_layout
-from tadistill.deploy.staging import staged_directory
+from tadistill.staging import staged_directory
 from tadistill.errors import ConfigError, DataError, ModelError, Problem
 from tadistill.evaluation.embeddings import pooling_mode
 from tadistill.evaluation.metrics import compute_metrics

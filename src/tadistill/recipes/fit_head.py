@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from tadistill.data import BlockCollator, PackedBlocks, build_corpus, corpus_pro
 from tadistill.errors import ConfigError, ModelError, Problem
 from tadistill.models import load_model_config
 from tadistill.paths import resolve_path
+from tadistill.staging import staged_directory
 from tadistill.tables import render_text
 from tadistill.training import parameter_groups
 
@@ -144,7 +144,7 @@ def fit_head(
     result = {"teacher": teacher, "steps": steps, "batch_size": batch_size, "max_seq_length": max_seq_length,
               "learning_rate": learning_rate,
               "heldout_blocks": held, "before": before, "after": after}
-    _save(model, tokenizer, teacher, output, result)
+    _save(model, tokenizer, output, result)
     print(render_text(["head", "held-out MLM loss", "top-1 accuracy"], [
         ["untrained", f"{before['loss']:.3f}", f"{before['top1']:.3f}"],
         ["fitted", f"{after['loss']:.3f}", f"{after['top1']:.3f}"],
@@ -165,15 +165,10 @@ def _setting_problems(steps: int, learning_rate: float, batch_size: int, precisi
     return problems
 
 
-def _save(model, tokenizer, teacher: str, output: Path, result: dict) -> None:
+def _save(model, tokenizer, output: Path, result: dict) -> None:
     """The model with its head as safetensors, the tokenizer and the numbers, written under a
     temporary name and renamed, so a crash never leaves a half-written teacher."""
-    partial = output.with_name(f"{output.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    (partial / "fit_head.json").write_text(json.dumps(result, indent=2) + "\n")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists():
-        output.rmdir()  # checked empty above
-    partial.rename(output)
+    with staged_directory(output) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "fit_head.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -28,7 +28,7 @@ from tadistill.deploy.vocab import (
     trim_tokenizer_config,
     trim_tokenizer_json,
 )
-from tadistill.deploy.staging import staged_directory
+from tadistill.staging import staged_directory
 from tadistill.errors import ConfigError, DataError, ModelError, Problem
 from tadistill.paths import resolve_path
 
