@@ -148,3 +148,28 @@ def test_a_step_is_redone_when_its_inputs_change(tmp_path):
     config.write_text("train: {max_steps: 20}\n")  # the study edited
     assert step.fingerprint not in (before, distilled)
     assert Step("x", step.argv, step.marker).fingerprint != Step("x", [*step.argv, "--seeds", "3"], step.marker).fingerprint
+
+
+def test_a_method_that_reads_logits_distils_from_the_fitted_head(tiny_teacher_factory, tmp_path):
+    teacher = tiny_teacher_factory("bert", layers=2, with_lm_head=False)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(make_sentences(200, seed=2, min_words=8, max_words=30)) + "\n")
+    study = tmp_path / "od.yaml"
+    study.write_text(
+        "# tadistill study od.yaml\nname: od\n"
+        f"teacher: {teacher}\n"
+        f"data: {{sources: [{{path: {corpus}, documents: line}}], max_seq_length: 32}}\n"
+        "train: {batch_size: 8, max_steps: 3, learning_rate: 1.0e-3, warmup_steps: 1, mixed_precision: 'no'}\n"
+        "fit_head: {steps: 5}\n"
+        "students: [{name: 1x64, layers: 1}]\n"
+        "methods: [{name: od, objectives: [{name: od}]}, {name: hs, objectives: [{name: hs}]}]\n"
+    )
+    assert subprocess.run([sys.executable, "-m", "tadistill.cli", "study", str(study), "--output", str(tmp_path / "s")],
+                          env=ENV, capture_output=True, text=True).returncode == 0
+    head = tmp_path / "s" / "teacher-head"
+    assert json.loads((head / "fit_head.json").read_text())["steps"] == 5
+    cell = lambda name: (tmp_path / "s" / "cells" / name / "run.yaml").read_text()  # noqa: E731
+    assert f"path: {head}" in cell("od-1x64")  # od learns from the fitted head ...
+    assert f"path: {teacher}" in cell("hs-1x64")  # ... the others from the teacher itself
+    manifest = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert [c["state"] for c in manifest["cells"]] == ["done", "done"]

@@ -50,8 +50,8 @@ def run_study(
         # ---- what the study is: the resolved study, each cell's run config, every step
         write_json(study_dir / "study.resolved.json", dataclasses.asdict(study))
         (study_dir / "study.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(study)), sort_keys=False))
-        write_cell_configs(check.cells, study_dir)
         units = make_plan(study, study_dir, needs_head=check.needs_head)
+        write_cell_configs(check.cells, units, study_dir)
         write_json(study_dir / "plan.json", plan_to_json(units))
         cell_names = [name for name, unit in units.items() if unit.method]
         chosen = set(select(cell_names, cells))

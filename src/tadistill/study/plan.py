@@ -60,6 +60,7 @@ class Unit:
     student: str | None = None
     gpus: int = 0
     after: list[str] = field(default_factory=list)  # units that must be done first
+    teacher: str | None = None  # a cell's teacher: the study's, or the one with the fitted head
 
 
 def cell_name(method: str, student: str) -> str:
@@ -129,7 +130,7 @@ def make_plan(study: StudyConfig, study_dir: Path, *, needs_head: dict[str, bool
             cell_dir = study_dir / "cells" / name
             teacher_path = str(head_dir) if needs_head.get(name) and study.fit_head is not None else study.teacher.path
             unit = Unit(name, str(cell_dir), method=method.name, student=student.name, gpus=study.launcher.gpus_per_job,
-                        after=["prepare"] if teacher_path == str(head_dir) else [])
+                        after=["prepare"] if teacher_path == str(head_dir) else [], teacher=teacher_path)
             distill = [*python, "distill", str(cell_dir / "run.yaml"), "--output", str(cell_dir / "run"), "--resume", "auto"]
             if unit.gpus > 1:  # data parallel inside the cell's job
                 distill = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
@@ -160,9 +161,11 @@ def make_plan(study: StudyConfig, study_dir: Path, *, needs_head: dict[str, bool
     return units
 
 
-def write_cell_configs(configs: dict[str, RunConfig], study_dir: Path) -> None:
-    """Each cell's run config as `cells/<cell>/run.yaml` (what its distill step reads)."""
+def write_cell_configs(configs: dict[str, RunConfig], units: dict[str, Unit], study_dir: Path) -> None:
+    """Each cell's run config as `cells/<cell>/run.yaml` (what its distill step reads), with
+    the cell's teacher: the fitted-head directory for cells that read logits."""
     for name, config in configs.items():
+        config = dataclasses.replace(config, teacher=dataclasses.replace(config.teacher, path=units[name].teacher))
         path = study_dir / "cells" / name / "run.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         text = f"# cell {name} of study {study_dir.name}: tadistill distill {path} --resume auto\n"
