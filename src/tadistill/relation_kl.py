@@ -1,5 +1,6 @@
 """MiniLMv2's relation KL without its (B, A_r, n, n) tensors: a custom autograd function that
-works on a few sequences at a time and recomputes in backward what it would otherwise store.
+works on blocks of sequences or queries (sized per device, `CHUNK_BYTES`) and recomputes in
+backward what it would otherwise store.
 
 The plain loss (`losses.attention_relation_kl(kernel="reference")`) builds the student and
 teacher scores, both softmaxes and both log-softmaxes for the whole batch and keeps them
@@ -11,7 +12,8 @@ the student scores in closed form,
     dL/dS_student[b, h, q, k] = w[b, q] * (softmax(S_student) - softmax(S_teacher))[b, h, q, k],
 
 with w[b, q] = 1 / (A_r * valid queries) on valid queries and 0 on padding, then maps it
-to the student's X and Y (S = X Y^T / sqrt(d_r)). Each chunk's temporaries stay a few MB.
+to the student's X and Y (S = X Y^T / sqrt(d_r)). Each block's temporaries stay near
+`CHUNK_BYTES`.
 The teacher is frozen (no gradient flows to it); the function refuses teacher tensors that
 require grad.
 """
@@ -47,6 +49,13 @@ def _blocks(batch: int, heads: int, tokens: int, device: torch.device):
         return [(slice(b, min(b + size, batch)), slice(0, tokens)) for b in range(0, batch, size)]
     queries = max(1, chunk // (heads * tokens * 4))
     return [(slice(b, b + 1), slice(q, min(q + queries, tokens))) for b in range(batch) for q in range(0, tokens, queries)]
+
+
+def _pair_heads(left: Tensor, right: Tensor, heads: int) -> tuple[Tensor, Tensor]:
+    """Both sides split into heads; one split when they are the same tensor (an X X^T relation)."""
+    split = _heads(left, heads)
+    same = left.data_ptr() == right.data_ptr() and left.shape == right.shape and left.stride() == right.stride()
+    return split, split if same else _heads(right, heads)
 
 
 def _scores(left: Tensor, right: Tensor, bias: Tensor) -> Tensor:
@@ -113,13 +122,13 @@ class _SelfRelationKL(torch.autograd.Function):
         ctx.save_for_backward(student, teacher_left, teacher_right, query_weight, padding_bias)
         ctx.heads = heads
         x = _heads(student, heads)
-        return _loss(x, x, _heads(teacher_left, heads), _heads(teacher_right, heads), query_weight, padding_bias, heads)
+        return _loss(x, x, *_pair_heads(teacher_left, teacher_right, heads), query_weight, padding_bias, heads)
 
     @staticmethod
     def backward(ctx, grad_output):
         student, teacher_left, teacher_right, weight, bias = ctx.saved_tensors
         x = _heads(student, ctx.heads)
-        tl, tr = _heads(teacher_left, ctx.heads), _heads(teacher_right, ctx.heads)
+        tl, tr = _pair_heads(teacher_left, teacher_right, ctx.heads)
         grad, _ = _grads(x, x, tl, tr, weight, bias, ctx.heads, grad_output, self_relation=True)
         return _merge(grad), None, None, None, None, None
 

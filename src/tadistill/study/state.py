@@ -93,19 +93,20 @@ def progress_view(data: dict, elapsed_s: float | None = None) -> str:
     entries = [*([data["prepare"]] if "prepare" in data else []), *([data["baseline"]] if "baseline" in data else []),
                *data["cells"]]
     counts = {state: sum(e["state"] == state for e in entries) for state in STATES}
-    def done_steps(group):
-        return [(name, record["seconds"]) for e in group for name, record in e["steps"].items()
-                if record.get("state") == "done" and "seconds" in record]
+    def seconds_by_kind(group) -> dict[str, list[float]]:
+        """Seconds of the finished steps of `group`, by kind of step ("eval/x" is "eval")."""
+        found: dict[str, list[float]] = {}
+        for e in group:
+            for name, record in e["steps"].items():
+                if record.get("state") == "done" and "seconds" in record:
+                    found.setdefault(name.split("/")[0], []).append(record["seconds"])
+        return found
 
     # a kind of step is estimated from the cells' own when there are any (the teacher's
     # fine-tuning, a larger model, says little about a student's)
-    by_kind: dict[str, list[float]] = {}
-    for name, seconds in done_steps(entries):
-        by_kind.setdefault(name.split("/")[0], []).append(seconds)
-    for kind in {name.split("/")[0] for name, _ in done_steps(data["cells"])}:
-        by_kind[kind] = [seconds for name, seconds in done_steps(data["cells"]) if name.split("/")[0] == kind]
-    done_steps = done_steps(entries)
-    mean_all = sum(s for _, s in done_steps) / len(done_steps) if done_steps else None
+    by_kind = {**seconds_by_kind(entries), **seconds_by_kind(data["cells"])}
+    done_steps = [seconds for values in seconds_by_kind(entries).values() for seconds in values]
+    mean_all = sum(done_steps) / len(done_steps) if done_steps else None
     left = [name for e in entries for name, record in e["steps"].items() if record.get("state") in ("pending", "running")]
     estimates = [sum(by_kind[n.split("/")[0]]) / len(by_kind[n.split("/")[0]]) if n.split("/")[0] in by_kind else mean_all
                  for n in left]
