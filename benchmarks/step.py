@@ -4,8 +4,9 @@ Models are randomly initialised from configs: a BERT-base-shaped teacher (12L, 7
 heads, 30522 vocab) and a 6L-384 student with 12 heads. A step is `distill_losses` plus
 backward (no optimizer: it is the same for every objective). The *floor* of an objective
 is what no loss can avoid: the teacher forward up to the same stop point and the student
-forward/backward up to the same tapped tensors, with a trivial loss (the mean of the
-tapped tensors) instead of relation matrices, projections or LM heads.
+forward/backward up to the same tapped tensors (for od, the LM heads on the positions it
+reads, as the step computes them), with a trivial loss (the mean of the tapped tensors)
+instead of relation matrices, projections or KL sums.
 
 Each objective runs in a fresh process which alternates step and floor and keeps the
 fastest run of each (the least disturbed on a shared machine). On CPU the ratio is also
@@ -21,6 +22,7 @@ setting of `tadistill.allocator` (freed memory stays in glibc's heap between ste
     python benchmarks/step.py                                  # batch 32 x 128, fp32 and bf16
     python benchmarks/step.py --batch 8 --steps 2 --precision bf16   # a quick run
     python benchmarks/step.py --device cuda --batch 256 --precision bf16
+    python benchmarks/step.py --precision bf16 --compile      # train.compile: true
 
 Prints a table, then one JSON line. Target: every objective within 1.15x of its floor in bf16.
 """
@@ -39,8 +41,9 @@ from transformers import BertConfig, BertForMaskedLM
 
 from tadistill.allocator import tune_cpu_allocator
 from tadistill.arch import ModelShape, adapter_for
-from tadistill.engine import distill_losses
+from tadistill.engine import distill_losses, logit_positions, selected_logits
 from tadistill.errors import ConfigError
+from tadistill.compiling import compile_untapped
 from tadistill.config import ObjectiveConfig
 from tadistill.objectives import build_objectives, objective_problems
 from tadistill.taps import forward_taps
@@ -48,9 +51,10 @@ from tadistill.taps import forward_taps
 # one representative configuration per objective family (case name -> objective, options)
 FAMILIES = {
     "od": ("od", {"alpha_mlm": 0.4, "alpha_cos": 0.2}),  # DistilBERT's 5:2:1 triple loss, scaled by 1/5
+    "od-reference": ("od", {"alpha_mlm": 0.4, "alpha_cos": 0.2, "kernel": "reference"}),
     "hs": ("hs", {"mapping": "uniform"}),
     "minilmv2": ("minilmv2", {"relation_heads": 48}),
-    "minilmv2-blocked": ("minilmv2", {"relation_heads": 48, "kernel": "blocked"}),
+    "minilmv2-reference": ("minilmv2", {"relation_heads": 48, "kernel": "reference"}),
     "minilm": ("minilm", {}),
     "tinybert": ("tinybert", {}),
     "direct-minilm": ("direct-minilm", {}),
@@ -72,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: known GPUs by name)")
     parser.add_argument("--teacher", type=int, nargs=3, default=[12, 768, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
     parser.add_argument("--student", type=int, nargs=3, default=[6, 384, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
+    parser.add_argument("--compile", action="store_true",
+                        help="as train.compile: true, torch.compile the untapped parts of both models")
     parser.add_argument("--plain-malloc", action="store_true",
                         help="leave glibc's malloc as it is (TADISTILL_MALLOC=default), not as tadistill sets it")
     return parser.parse_args()
@@ -115,6 +121,9 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     name, options = FAMILIES[objective]
     objectives = build_objectives([ObjectiveConfig(name, 1.0, options)], teacher=shapes[0], student=shapes[1])
     teacher.to(device), student.to(device), objectives.to(device)
+    if args.compile:  # compiled at the first (warm-up) run, as in the distill recipe
+        compile_untapped(teacher, objectives.teacher_taps)
+        compile_untapped(student, objectives.student_taps)
     batch = random_batch(args.batch, args.seq, teacher.config.vocab_size, device)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     on_cuda = device.startswith("cuda")
@@ -124,12 +133,18 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
             loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch)
         loss.total.backward()
 
+    logit_mask = logit_positions(objectives.logit_positions, batch)  # (B, n) or None: od's selected positions
+
     def floor():
         with autocast:
             with torch.inference_mode():
-                forward_taps(teacher, objectives.teacher_taps, batch)
+                teacher_tapped = forward_taps(teacher, objectives.teacher_taps, batch)
+                selected_logits(teacher, teacher_tapped, logit_mask)
             tapped = forward_taps(student, objectives.student_taps, batch)
             total = sum(tensor.float().mean() for tensor in tapped.values())
+            logits = selected_logits(student, tapped, logit_mask)  # (N, V) or None
+            if logits is not None:
+                total = total + logits.mean()
         total.backward()
 
     def timed(run) -> tuple[float, float]:
@@ -202,10 +217,14 @@ def model_shape(layers: int, hidden: int, heads: int) -> ModelShape:
 
 def main() -> None:
     args = parse_args()
-    specs = [ObjectiveConfig(FAMILIES[case][0], 1.0, FAMILIES[case][1]) for case in args.objectives]
-    problems = objective_problems(
-        specs, teacher=model_shape(*args.teacher), student=model_shape(*args.student), teacher_has_lm_head=True
-    )
+    problems = [  # each case is a run of its own
+        problem
+        for case in args.objectives
+        for problem in objective_problems(
+            [ObjectiveConfig(FAMILIES[case][0], 1.0, FAMILIES[case][1])],
+            teacher=model_shape(*args.teacher), student=model_shape(*args.student), teacher_has_lm_head=True,
+        )
+    ]
     if problems:  # fail here, in one message, rather than in every worker
         raise SystemExit(str(ConfigError(problems)))
     on_cpu = args.device == "cpu"
@@ -249,6 +268,7 @@ def main() -> None:
         "teacher": args.teacher,
         "student": args.student,
         "plain_malloc": args.plain_malloc,
+        "compile": args.compile,
         "model_flops_per_step": flops,
         "peak_flops": peak,
         "results": rows,

@@ -114,3 +114,21 @@ def test_the_objective_gives_the_same_loss_with_either_kernel():
         teacher = {tap: t.detach() * 2 for tap, t in side.items()}
         values[kernel] = objective(StepTensors(student=side, teacher=teacher, attention_mask=mask)).total
     assert torch.allclose(values["blocked"], values["reference"], atol=1e-6)
+
+
+def test_left_padding_and_a_cut_sequence_give_the_plain_loss(monkeypatch):
+    """CPU blocks cut a right-padded sequence to its real tokens and keep the padding bias for
+    any other mask (here left padding and a hole); both give the plain loss and gradients."""
+    monkeypatch.setitem(relation_kl.CHUNK_BYTES, "cpu", 2**20)
+    x, y, tx, ty = tensors(5, batch=3, tokens=6, width=12, teacher_width=24)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1]])
+    blocks = relation_kl._blocks(mask.bool(), 3)
+    assert [(b.start, k.stop, biased) for b, _, k, biased in blocks] == [(0, 4, False), (1, 6, True), (2, 6, True)]
+    for student, teacher in (((x, y), (tx, ty)), (x, tx)):
+        got = losses.attention_relation_kl(student=student, teacher=teacher, attention_mask=mask, relation_heads=3)
+        pairs = [side if isinstance(side, tuple) else (side, side) for side in (student, teacher)]
+        expected = plain_relation_kl(*pairs, mask, 3)
+        assert torch.allclose(got, expected, atol=1e-6, rtol=1e-6)
+        inputs = tuple(dict.fromkeys(pairs[0]))
+        for a, b in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(expected, inputs)):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -115,6 +115,7 @@ class TrainConfig:
     num_workers: int = 0
     record_blocks: bool = False  # audit: each process lists a digest of every block it trains on
     log_with: str = "tensorboard"  # tensorboard | wandb | mlflow | none: accelerate's tracker for the metrics
+    compile: bool = False  # torch.compile the untapped parts of teacher and student (tadistill.compiling)
 
 
 @dataclass

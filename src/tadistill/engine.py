@@ -36,10 +36,10 @@ def distill_losses(*, teacher: nn.Module, student: nn.Module, objectives: Object
     input_ids and attention_mask, and labels (-100 on unmasked positions) when the
     objectives need MLM masking.
     """
-    logit_mask = _logit_positions(objectives.logit_positions, batch)  # (B, n) bool or None
+    logit_mask = logit_positions(objectives.logit_positions, batch)  # (B, n) bool or None
     with torch.inference_mode():
         teacher_tensors = forward_taps(teacher, objectives.teacher_taps, batch)
-        teacher_logits = _logits(teacher, teacher_tensors, logit_mask)
+        teacher_logits = selected_logits(teacher, teacher_tensors, logit_mask)
     # inference tensors cannot be saved for backward: the losses get ordinary copies
     teacher_tensors = {tap: tensor.clone() for tap, tensor in teacher_tensors.items()}
     teacher_logits = teacher_logits.clone() if teacher_logits is not None else None
@@ -50,7 +50,7 @@ def distill_losses(*, teacher: nn.Module, student: nn.Module, objectives: Object
         student=student_tensors,
         attention_mask=batch["attention_mask"],
         teacher_logits=teacher_logits,
-        student_logits=_logits(student, student_tensors, logit_mask),
+        student_logits=selected_logits(student, student_tensors, logit_mask),
         logit_labels=batch["labels"][logit_mask] if logit_mask is not None and "labels" in batch else None,
     )
     return objectives(step)
@@ -73,7 +73,7 @@ class Distiller(nn.Module):
         return distill_losses(teacher=teacher, student=self.student, objectives=self.objectives, batch=batch)
 
 
-def _logit_positions(positions: str | None, batch: Mapping[str, Tensor]) -> Tensor | None:
+def logit_positions(positions: str | None, batch: Mapping[str, Tensor]) -> Tensor | None:
     """(B, n) bool: where the logits are computed; None when no objective reads them."""
     if positions is None:
         return None
@@ -87,7 +87,7 @@ def _logit_positions(positions: str | None, batch: Mapping[str, Tensor]) -> Tens
     return batch["labels"] != IGNORE_INDEX
 
 
-def _logits(model: nn.Module, tensors: dict[Tap, Tensor], logit_mask: Tensor | None) -> Tensor | None:
+def selected_logits(model: nn.Module, tensors: dict[Tap, Tensor], logit_mask: Tensor | None) -> Tensor | None:
     """The LM head applied to the last hidden state at the selected positions only: (N, V)."""
     if logit_mask is None:
         return None

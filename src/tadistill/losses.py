@@ -115,7 +115,7 @@ RELATION_KERNELS = ("blocked", "reference")
 @_in_fp32
 def attention_relation_kl(
     *, student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int,
-    kernel: str = "auto",
+    kernel: str = "blocked",
 ) -> Tensor:
     """MiniLMv2 relation loss between student (B, n, d_S) and teacher (B, n, d_T) tensors.
 
@@ -125,14 +125,12 @@ def attention_relation_kl(
     all valid query tokens of the batch. Pass (X, Y) pairs for cross relations (e.g. Q-K).
 
     kernel "blocked" (for a frozen teacher) computes the same loss a few sequences at a time
-    with a closed-form backward (`tadistill.relation_kl`); "reference" is the plain version;
-    "auto", the measured faster of the two: blocked on GPUs, reference on CPUs.
+    with a closed-form backward and no (B, A, n, n) tensor kept (`tadistill.relation_kl`);
+    "reference" is the plain version, also taken when the teacher side requires grad.
     """
     key_mask = attention_mask.bool()
     padding_bias = _padding_bias(key_mask)  # (B, 1, 1, n)
     pairs = [side if isinstance(side, tuple) else (side, side) for side in (student, teacher)]
-    if kernel == "auto":
-        kernel = "reference" if key_mask.device.type == "cpu" else "blocked"
     if kernel == "blocked" and not any(t.requires_grad for t in pairs[1]):
         return blocked_relation_kl(pairs[0], pairs[1], key_mask, padding_bias, relation_heads)
     student_scores = _relation_scores(student, relation_heads).add_(padding_bias)  # (B, A, n, n)
@@ -183,8 +181,13 @@ def attention_score_mse(
     Averaged over heads and over (query, key) pairs where both tokens are real: padding
     entries are excluded rather than zeroed, so padding does not dilute the loss.
     """
-    student_scores = _relation_scores((student_query, student_key), heads)  # (B, A, n, n)
-    teacher_scores = _relation_scores((teacher_query, teacher_key), heads)  # (B, A, n, n)
+    # S_S - S_T as one product, [Q_S / sqrt(d_S), -Q_T / sqrt(d_T)] [K_S, K_T]^T: one (B, A, n, n)
+    # tensor written instead of three (both scores and their difference)
+    queries = [_split_heads(q, heads) for q in (student_query, teacher_query)]  # (B, A, n, d_r) each
+    keys = [_split_heads(k, heads) for k in (student_key, teacher_key)]
+    scales = [1 / math.sqrt(queries[0].shape[-1]), -1 / math.sqrt(queries[1].shape[-1])]
+    scaled = torch.cat([q * scale for q, scale in zip(queries, scales)], -1)  # (B, A, n, d_S + d_T)
+    difference = scaled @ torch.cat(keys, -1).transpose(-1, -2)  # (B, A, n, n)
     token_mask = attention_mask.bool()
     pair_mask = token_mask[:, :, None] & token_mask[:, None, :]  # (B, n, n)
-    return _masked_mean((student_scores - teacher_scores).pow(2).mean(1), pair_mask)
+    return _masked_mean(difference.pow(2).mean(1), pair_mask)

@@ -41,7 +41,7 @@ class _AllCaptured(Exception):
     """Raised by the hook that captures the last requested tensor, to stop the forward there."""
 
 
-def _tapped_module(model: nn.Module, adapter: ArchAdapter, tap: Tap) -> nn.Module:
+def tapped_module(model: nn.Module, adapter: ArchAdapter, tap: Tap) -> nn.Module:
     if tap.kind == "hidden":
         return adapter.embedding_output_module(model) if tap.layer == 0 else adapter.layer(model, tap.layer)
     return getattr(adapter.qkv(model, tap.layer), tap.kind)
@@ -74,7 +74,7 @@ def capture(model: nn.Module, taps: Iterable[Tap], stop_early: bool = True) -> I
     handles = []
     try:
         for tap in sorted(wanted):
-            handles.append(_tapped_module(model, adapter, tap).register_forward_hook(hook_for(tap)))
+            handles.append(tapped_module(model, adapter, tap).register_forward_hook(hook_for(tap)))
         yield captured
     except _AllCaptured:
         pass

@@ -47,7 +47,7 @@ class MiniLMv2(Objective):
     """
 
     def __init__(self, teacher_layer: int, student_layer: int, relations: dict[str, float], relation_heads: int,
-                 kernel: str = "auto"):
+                 kernel: str = "blocked"):
         letters = set("".join(relations))
         super().__init__(_taps(letters, teacher_layer), _taps(letters, student_layer))
         self.teacher_layer = teacher_layer
@@ -90,10 +90,11 @@ class MiniLMv2Options(ObjectiveOptions):
         mapping relation -> weight (e.g. {qk: 1, vv: 1}).
     reduction: "sum" adds the weighted relation losses (MiniLMv2: weight 1 each), "mean"
         divides that sum by the number of relations (tadistill's earlier default).
-    kernel: how the relation KL is computed, the same loss either way: "reference" holds the
-        (B, A_r, n, n) relation tensors for backward; "blocked" works on blocks of queries
-        and recomputes them in backward (far less memory; see tadistill.relation_kl); "auto"
-        takes the measured faster: blocked on GPUs, reference on CPUs.
+    kernel: how the relation KL is computed, the same loss either way: "blocked" works on
+        blocks of sequences (on a CPU one sequence, cut to its real tokens) and recomputes
+        them in backward (tadistill.relation_kl): no (B, A_r, n, n) tensor is kept, and it is
+        the faster on CPUs and GPUs as measured; "reference" is the plain version, which holds
+        six such tensors per relation for backward.
     """
 
     relation_heads: int = 48
@@ -101,7 +102,7 @@ class MiniLMv2Options(ObjectiveOptions):
     student_layer: int | None = None
     relations: list[str] | dict[str, float] = field(default_factory=lambda: ["qq", "kk", "vv"])
     reduction: Literal["sum", "mean"] = "sum"
-    kernel: Literal["auto", "reference", "blocked"] = "auto"
+    kernel: Literal["blocked", "reference"] = "blocked"
 
     def relation_weights(self) -> dict[str, float]:
         weights = dict(self.relations) if isinstance(self.relations, dict) else dict.fromkeys(self.relations, 1.0)

@@ -9,6 +9,7 @@ from tadistill.arch import ModelShape
 from tadistill.errors import Problem
 from tadistill.losses import hidden_cosine, masked_lm_cross_entropy, output_kl
 from tadistill.objectives.base import OBJECTIVES, Loss, Objective, ObjectiveOptions, StepTensors, projection
+from tadistill.output_kl import output_losses
 from tadistill.taps import Tap
 
 
@@ -22,6 +23,7 @@ class OutputDistribution(Objective):
         alpha_cos: float,
         positions: str,
         mask_input: bool,
+        kernel: str = "fused",
         *,
         teacher: ModelShape,
         student: ModelShape,
@@ -39,19 +41,15 @@ class OutputDistribution(Objective):
         self.temperature = temperature
         self.alpha_mlm = alpha_mlm
         self.alpha_cos = alpha_cos
+        self.kernel = kernel
         self.projection = (
             projection(student_width=student.hidden, teacher_width=teacher.hidden, mode="auto") if alpha_cos > 0 else None
         )
 
     def forward(self, step: StepTensors) -> Loss:
         # the engine computed the logits at the selected positions only: no mask left to apply
-        parts = {
-            "kl": output_kl(student=step.student_logits, teacher=step.teacher_logits, mask=None, temperature=self.temperature)
-        }
-        total = parts["kl"]
-        if self.alpha_mlm > 0:
-            parts["mlm"] = masked_lm_cross_entropy(step.student_logits, step.logit_labels)
-            total = total + self.alpha_mlm * parts["mlm"]
+        parts = self._output_losses(step)
+        total = parts["kl"] + self.alpha_mlm * parts["mlm"] if "mlm" in parts else parts["kl"]
         if self.alpha_cos > 0:
             student_last = self.projection(step.student[self.student_last])
             parts["cos"] = hidden_cosine(
@@ -59,6 +57,16 @@ class OutputDistribution(Objective):
             )
             total = total + self.alpha_cos * parts["cos"]
         return Loss(total=total, parts=parts)
+
+    def _output_losses(self, step: StepTensors) -> dict:
+        student, teacher, labels = step.student_logits, step.teacher_logits, step.logit_labels
+        if self.kernel == "fused":
+            kl, mlm = output_losses(student, teacher, labels if self.alpha_mlm > 0 else None, self.temperature)
+            return {"kl": kl, "mlm": mlm} if self.alpha_mlm > 0 else {"kl": kl}
+        parts = {"kl": output_kl(student=student, teacher=teacher, mask=None, temperature=self.temperature)}
+        if self.alpha_mlm > 0:
+            parts["mlm"] = masked_lm_cross_entropy(student, labels)
+        return parts
 
 
 @OBJECTIVES.register("od")
@@ -74,6 +82,9 @@ class OutputDistributionOptions(ObjectiveOptions):
         MLM-masked positions only.
     mask_input: MLM-mask the input (DistilBERT); false learns from plain text, which needs
         positions "all" and alpha_mlm 0.
+    kernel: "fused" computes the KL and the hard MLM loss in one pass over blocks of rows, in
+        fp32 blocks of the logits as they come, with a closed-form backward (tadistill.output_kl);
+        "reference" is the plain fp32 version holding (N, V) softmaxes. The same loss either way.
     The objective's own weight scales the whole (DistilBERT's alpha_ce).
     """
 
@@ -82,6 +93,7 @@ class OutputDistributionOptions(ObjectiveOptions):
     alpha_cos: float = 0.0
     positions: Literal["masked", "all"] = "all"
     mask_input: bool = True
+    kernel: Literal["fused", "reference"] = "fused"
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         problems = []
@@ -104,6 +116,6 @@ class OutputDistributionOptions(ObjectiveOptions):
 
     def build(self, *, teacher: ModelShape, student: ModelShape) -> OutputDistribution:
         return OutputDistribution(
-            self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, self.mask_input,
+            self.temperature, self.alpha_mlm, self.alpha_cos, self.positions, self.mask_input, self.kernel,
             teacher=teacher, student=student,
         )

@@ -37,6 +37,7 @@ from tadistill.checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
+from tadistill.compiling import compile_untapped
 from tadistill.config import RunConfig, dump_yaml, to_dict
 from tadistill.data import build_corpus
 from tadistill.deploy.sentence_transformers import layout_problem, sentence_transformers_dir
@@ -88,6 +89,9 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
             f"objective 'od' needs the teacher's masked-LM head, but {config.teacher.path} holds no trained head "
             "weights; use a *ForMaskedLM checkpoint (or `tadistill fit-head`) or drop od"
         )
+    if train.compile:
+        compile_untapped(teacher, objectives.teacher_taps)
+        compile_untapped(student, objectives.student_taps)
     distiller = Distiller(student, objectives)
 
     # ---- data: packed blocks, MLM-masked only when an objective needs it
