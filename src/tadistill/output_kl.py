@@ -17,6 +17,8 @@ whose label is not -100); the teacher is frozen (no gradient flows to it).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -31,8 +33,14 @@ def _row_blocks(rows: int, vocab: int, device: torch.device):
     return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
-def _log_softmax(x: Tensor) -> Tensor:
-    return torch.log_softmax(x, dim=-1)
+def _tempered(x: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """x / T, for a softmax that casts to `dtype` itself: dividing by a power of two is exact in
+    any float format, so then the block is scaled as it comes (one pass, no fp32 copy)."""
+    if temperature == 1:
+        return x
+    if math.frexp(temperature)[0] == 0.5:
+        return x * (1 / temperature)
+    return x.to(dtype) / temperature
 
 
 class _OutputLosses(torch.autograd.Function):
@@ -47,36 +55,36 @@ class _OutputLosses(torch.autograd.Function):
         kl_sum = student.new_zeros((), dtype=dtype)
         ce_sum = student.new_zeros((), dtype=dtype)
         for block in _row_blocks(rows, vocab, student.device):
-            s, t = student[block].to(dtype), teacher[block].to(dtype)  # (b, V)
-            log_p = _log_softmax(t / temperature)
-            log_q = _log_softmax(s / temperature)
-            kl_sum += (log_p.exp() * (log_p - log_q)).sum()
+            s, t = student[block], teacher[block]  # (b, V)
+            log_p = torch.log_softmax(_tempered(t, temperature, dtype), -1, dtype=dtype)
+            log_q = torch.log_softmax(_tempered(s, temperature, dtype), -1, dtype=dtype)
+            p = log_p.exp()
+            kl_sum += torch.dot(p.view(-1), log_p.sub_(log_q).view(-1))  # sum of p (log p - log q)
             if labels is not None:
                 picked = labels[block]  # (b,)
-                valid = picked != IGNORE_INDEX
-                log_q1 = log_q if temperature == 1 else _log_softmax(s)
+                log_q1 = log_q if temperature == 1 else torch.log_softmax(s, -1, dtype=dtype)
                 nll = -log_q1.gather(1, picked.clamp(min=0)[:, None]).squeeze(1)  # (b,)
-                ce_sum += torch.where(valid, nll, 0.0).sum()
+                ce_sum += torch.where(picked != IGNORE_INDEX, nll, 0.0).sum()
         ctx.counts = kl_rows, ce_rows = _counts(rows, labels)
         return temperature**2 * kl_sum / kl_rows, ce_sum / ce_rows
 
     @staticmethod
     def backward(ctx, grad_kl, grad_ce):
         student, teacher, labels = ctx.saved_tensors
-        temperature, (kl_rows, ce_rows) = ctx.temperature, ctx.counts
+        temperature, dtype, (kl_rows, ce_rows) = ctx.temperature, ctx.dtype, ctx.counts
         grad = torch.empty_like(student)
         kl_scale = grad_kl * temperature / kl_rows
         ce_scale = grad_ce / ce_rows
         for block in _row_blocks(*student.shape, student.device):
-            s, t = student[block].to(ctx.dtype), teacher[block].to(ctx.dtype)  # (b, V)
-            g = torch.softmax(s / temperature, dim=-1).sub_(torch.softmax(t / temperature, dim=-1)).mul_(kl_scale)
+            s, t = student[block], teacher[block]  # (b, V)
+            g = torch.softmax(_tempered(s, temperature, dtype), -1, dtype=dtype)
+            g.sub_(torch.softmax(_tempered(t, temperature, dtype), -1, dtype=dtype)).mul_(kl_scale)
             if ctx.has_labels:
                 picked = labels[block]
-                valid = (picked != IGNORE_INDEX)[:, None]  # (b, 1)
-                probs = torch.softmax(s, dim=-1)
+                probs = torch.softmax(s, -1, dtype=dtype)  # softmax(s) - onehot(y)
                 probs.scatter_add_(1, picked.clamp(min=0)[:, None], probs.new_full((len(picked), 1), -1.0))
-                g.add_(probs.mul_(valid * ce_scale))
-            grad[block] = g.to(grad.dtype)
+                g.addcmul_(probs, (picked != IGNORE_INDEX)[:, None] * ce_scale)
+            grad[block] = g  # cast to the logits' dtype
         return grad, None, None, None
 
 
