@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tadistill.relation_kl import blocked_relation_kl
+from tadistill.score_mse import blocked_score_mse
 
 IGNORE_INDEX = -100  # label of unmasked positions, as DataCollatorForLanguageModeling writes them
 
@@ -26,7 +27,7 @@ IGNORE_INDEX = -100  # label of unmasked positions, as DataCollatorForLanguageMo
 RelationInput = Tensor | tuple[Tensor, Tensor]
 
 
-def _in_fp32(loss):
+def in_fp32(loss):
     """Run `loss` with autocast off and every floating tensor argument cast to fp32."""
 
     def to_fp32(value):
@@ -55,7 +56,7 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
 
 
-@_in_fp32
+@in_fp32
 def output_kl(*, student: Tensor, teacher: Tensor, mask: Tensor | None, temperature: float) -> Tensor:
     """T^2 * mean over selected positions of KL(softmax(t/T) || softmax(s/T)), summed over the vocabulary.
 
@@ -67,7 +68,7 @@ def output_kl(*, student: Tensor, teacher: Tensor, mask: Tensor | None, temperat
     return temperature**2 * _masked_mean(kl, mask)
 
 
-@_in_fp32
+@in_fp32
 def masked_lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Hard MLM loss: mean cross-entropy over positions whose label is not -100. Logits (..., V)."""
     flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)  # (N, V), (N,)
@@ -75,13 +76,13 @@ def masked_lm_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
-@_in_fp32
+@in_fp32
 def hidden_mse(*, student: Tensor, teacher: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean squared error over valid tokens and features; both (B, n, d)."""
     return _masked_mean((student - teacher).pow(2).mean(-1), attention_mask)
 
 
-@_in_fp32
+@in_fp32
 def hidden_cosine(*, student: Tensor, teacher: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean over valid tokens of 1 - cos(student, teacher); both (B, n, d)."""
     return _masked_mean(1 - F.cosine_similarity(student, teacher, dim=-1), attention_mask)
@@ -112,7 +113,7 @@ def _padding_bias(key_mask: Tensor) -> Tensor:
 RELATION_KERNELS = ("blocked", "reference")
 
 
-@_in_fp32
+@in_fp32
 def attention_relation_kl(
     *, student: RelationInput, teacher: RelationInput, attention_mask: Tensor, relation_heads: int,
     kernel: str = "blocked",
@@ -166,7 +167,7 @@ def attention_kl(
     )
 
 
-@_in_fp32
+@in_fp32
 def attention_score_mse(
     *,
     student_query: Tensor,
@@ -175,12 +176,19 @@ def attention_score_mse(
     teacher_key: Tensor,
     attention_mask: Tensor,
     heads: int,
+    kernel: str = "reference",
 ) -> Tensor:
     """TinyBERT attention transfer: MSE between pre-softmax scores Q K^T / sqrt(d_h), per head.
 
     Averaged over heads and over (query, key) pairs where both tokens are real: padding
     entries are excluded rather than zeroed, so padding does not dilute the loss.
+
+    kernel "reference" is the whole batch at once (measured faster on 2 CPU cores: one big
+    product); "blocked" (frozen teacher) takes one sequence at a time, cut to its real tokens,
+    with a closed-form backward (`tadistill.score_mse`), and keeps no (B, A, n, n) tensor.
     """
+    if kernel == "blocked" and not (teacher_query.requires_grad or teacher_key.requires_grad):
+        return blocked_score_mse(student_query, student_key, teacher_query, teacher_key, attention_mask, heads)
     # S_S - S_T as one product, [Q_S / sqrt(d_S), -Q_T / sqrt(d_T)] [K_S, K_T]^T: one (B, A, n, n)
     # tensor written instead of three (both scores and their difference)
     queries = [_split_heads(q, heads) for q in (student_query, teacher_query)]  # (B, A, n, d_r) each

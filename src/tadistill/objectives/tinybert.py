@@ -49,6 +49,7 @@ class TinyBERT(Objective):
         teacher_width: int,
         projection_mode: str,
         projection_sharing: str,
+        kernel: str = "reference",
     ):
         widths = {"student_width": student_width, "teacher_width": teacher_width, "projection_mode": projection_mode}
         hidden = HiddenStates(layer_pairs, "mse", reduction=reduction, projection_sharing=projection_sharing, **widths)
@@ -62,6 +63,7 @@ class TinyBERT(Objective):
         self.layer_pairs = layer_pairs
         self.heads = heads
         self.reduction = reduction
+        self.kernel = kernel
         self.hidden = hidden
         self.embedding = embedding
 
@@ -79,6 +81,7 @@ class TinyBERT(Objective):
                 attention_score_mse(
                     student_query=student_q, student_key=student_k, teacher_query=step.teacher[Tap("query", t)],
                     teacher_key=step.teacher[Tap("key", t)], attention_mask=step.attention_mask, heads=self.heads,
+                    kernel=self.kernel,
                 )
                 for t in teacher_layers
             ]
@@ -102,6 +105,9 @@ class TinyBERTOptions(ObjectiveOptions):
         "student-layer" as for `hs`; the embeddings always have their own W_e.
     reduction: "sum" adds the attention and the hidden losses over the mapped layers
         (TinyBERT), "mean" averages them (tadistill's earlier default).
+    kernel: how the attention-score MSE is computed, the same loss either way: "reference" the
+        whole batch at once (the faster as measured on CPU), "blocked" a sequence at a time on
+        its real tokens, keeping no (B, A, n, n) tensor (tadistill.score_mse).
     """
 
     mapping: str = "uniform"
@@ -111,6 +117,7 @@ class TinyBERTOptions(ObjectiveOptions):
     projection: ProjectionMode = "auto"
     projection_sharing: ProjectionSharing = "shared"
     reduction: Literal["sum", "mean"] = "sum"
+    kernel: Literal["reference", "blocked"] = "reference"
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         return (
@@ -129,4 +136,5 @@ class TinyBERTOptions(ObjectiveOptions):
             teacher_width=teacher.hidden,
             projection_mode=self.projection,
             projection_sharing=self.projection_sharing,
+            kernel=self.kernel,
         )
