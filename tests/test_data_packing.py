@@ -91,6 +91,18 @@ def test_pack_token_lists_against_a_plain_reference():
     assert result == {"input_ids": expected_ids, "attention_mask": expected_mask}
 
 
+def test_without_packing_each_document_gets_blocks_of_its_own():
+    from tadistill.data.packing import BlockLayout
+
+    layout = BlockLayout(length=6, prefix=(100,), suffix=(101,), separator=(102,), pad_id=0)
+    docs = [[1, 2, 3], [], [4, 5, 6, 7, 8, 9], [10]]
+    # Reference: every non-empty document cut every 4 tokens on its own, framed, padded; no separator.
+    chunks = [[1, 2, 3], [4, 5, 6, 7], [8, 9], [10]]
+    expected_ids = [[100, *c, 101] + [0] * (4 - len(c)) for c in chunks]
+    expected_mask = [[1] * (len(c) + 2) + [0] * (4 - len(c)) for c in chunks]
+    assert pack_token_lists(docs, layout, packing=False) == {"input_ids": expected_ids, "attention_mask": expected_mask}
+
+
 def test_num_proc_keeps_the_token_stream(bert_teacher):
     tokenizer = AutoTokenizer.from_pretrained(bert_teacher)
     docs = datasets.Dataset.from_dict({"text": make_sentences(200, seed=2)})

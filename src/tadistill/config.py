@@ -63,6 +63,7 @@ class StudentConfig:
     init: str = "random"  # random | teacher-layers | teacher-slice
     init_layers: list[int] | None = None  # teacher blocks (1-based) to copy, one per student layer
     init_mapping: str = "uniform"  # layer_map strategy choosing them when init_layers is unset
+    dropout: float | None = None  # hidden and attention dropout while distilling; None: the teacher's
 
 
 @dataclass
@@ -86,6 +87,7 @@ class DataConfig:
     mlm_probability: float = 0.15  # used only when an objective needs MLM masking
     mlm_smoothing: float | None = None  # mask tokens with p ∝ frequency^-smoothing (DistilBERT: 0.7)
     on_decode_error: str = "skip"  # skip | fail
+    packing: bool = True  # documents packed into full blocks; false: each document in blocks of its own
 
 
 @dataclass

@@ -182,14 +182,30 @@ def student_config(
     return config
 
 
+# the config attributes that hold a model's dropout rates, by the names transformers uses
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
 def make_student(teacher: nn.Module, student: StudentConfig, seed: int) -> nn.Module:
     """The student a run config's `student` section describes, built from the teacher (the
     distill recipe and the quickstart's "before" both build it here)."""
     config = student_config(teacher.config, student.layers, student.hidden, student.heads, student.intermediate)
+    if student.dropout is not None:  # for distillation only: `restore_dropout` before saving
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, student.dropout)
     return build_student(
         teacher=teacher, config=config, init=student.init, init_layers=student.init_layers,
         init_mapping=student.init_mapping, seed=seed,
     )
+
+
+def restore_dropout(student: nn.Module, teacher: nn.Module) -> None:
+    """Give the student's config the teacher's dropout rates back, so that a student distilled
+    with `student.dropout` fine-tunes with the rates its architecture was trained with."""
+    for key in DROPOUT_KEYS:
+        if isinstance(getattr(teacher.config, key, None), float) and hasattr(student.config, key):
+            setattr(student.config, key, getattr(teacher.config, key))
 
 
 def build_student(
@@ -245,6 +261,8 @@ def student_problems(student: StudentConfig, teacher_config: PretrainedConfig | 
         for key, value in sizes.items()
         if value is not None and value < 1
     ]
+    if student.dropout is not None and not 0 <= student.dropout < 1:
+        problems.append(Problem("student.dropout", student.dropout, "must be in [0, 1), or unset for the teacher's"))
     if problems:
         return problems + _init_name_problems(student)
     teacher = shape_of(teacher_config) if teacher_config is not None else None

@@ -132,8 +132,10 @@ def build_corpus(
     on_decode_error: str = "skip",
     num_proc: int | None = None,
     cache_dir: str | None = None,
+    packing: bool = True,
 ) -> Corpus:
-    """Read, tokenise, pack and mix `sources` (checked by `corpus_problems`).
+    """Read, tokenise, pack and mix `sources` (checked by `corpus_problems`); without `packing`
+    each document gets blocks of its own (see `pack_token_lists`).
 
     `num_proc` processes tokenise local data (None: one process, whose fast tokenizer already
     uses every core); `cache_dir` is the datasets cache (None: the default one).
@@ -158,8 +160,8 @@ def build_corpus(
     weights = [source.weight for source in sources]
     languages = [source.language for source in sources]
     if streaming:
-        return _streaming_corpus(read, weights, languages, tokenizer, max_seq_length, seed, sampling_alpha)
-    blocks = [pack_documents(docs.dataset, tokenizer, max_seq_length, num_proc) for docs in read]
+        return _streaming_corpus(read, weights, languages, tokenizer, max_seq_length, seed, sampling_alpha, packing)
+    blocks = [pack_documents(docs.dataset, tokenizer, max_seq_length, num_proc, packing) for docs in read]
     for docs, packed in zip(read, blocks):
         if len(packed) == 0:
             raise DataError(f"source {docs.source!r}: its documents produce no tokens with this tokenizer")
@@ -213,6 +215,7 @@ def _streaming_corpus(
     max_seq_length: int,
     seed: int,
     sampling_alpha: float | None,
+    packing: bool,
 ) -> Corpus:
     streams = [
         docs.dataset if isinstance(docs.dataset, datasets.IterableDataset) else docs.dataset.to_iterable_dataset()
@@ -225,7 +228,7 @@ def _streaming_corpus(
             f"cannot mix streamed sources of unknown size ({', '.join(unknown)}): the hub reports no "
             "number of examples for them; set streaming: false to download them"
         )
-    packed = [pack_documents(stream, tokenizer, max_seq_length) for stream in streams]
+    packed = [pack_documents(stream, tokenizer, max_seq_length, packing=packing) for stream in streams]
     if len(packed) == 1:
         probabilities, mixed = [1.0], packed[0]
     else:

@@ -71,22 +71,27 @@ def block_layout(tokenizer, max_seq_length: int) -> BlockLayout:
     )
 
 
-def pack_token_lists(token_lists: list[list[int]], layout: BlockLayout) -> dict[str, list[list[int]]]:
-    """Concatenate tokenised documents (separator between them) and cut them into framed blocks."""
-    stream: list[int] = []
+def pack_token_lists(token_lists: list[list[int]], layout: BlockLayout, packing: bool = True) -> dict[str, list[list[int]]]:
+    """Concatenate tokenised documents (separator between them) and cut them into framed blocks;
+    without `packing`, every document is cut into blocks of its own (each one text, padded), the
+    shape of input a sentence encoder embeds."""
+    streams: list[list[int]] = []
     for ids in token_lists:
         if not ids:
             continue
-        if stream:
-            stream.extend(layout.separator)
-        stream.extend(ids)
+        if streams and packing:
+            streams[-1].extend(layout.separator)
+            streams[-1].extend(ids)
+        else:
+            streams.append(list(ids))
     prefix, suffix, size = list(layout.prefix), list(layout.suffix), layout.content_length
     input_ids, attention_mask = [], []
-    for start in range(0, len(stream), size):
-        content = stream[start : start + size]
-        padding = size - len(content)
-        input_ids.append(prefix + content + suffix + [layout.pad_id] * padding)
-        attention_mask.append([1] * (layout.length - padding) + [0] * padding)
+    for stream in streams:
+        for start in range(0, len(stream), size):
+            content = stream[start : start + size]
+            padding = size - len(content)
+            input_ids.append(prefix + content + suffix + [layout.pad_id] * padding)
+            attention_mask.append([1] * (layout.length - padding) + [0] * padding)
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -95,6 +100,7 @@ def pack_documents(
     tokenizer,
     max_seq_length: int,
     num_proc: int | None = None,
+    packing: bool = True,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Documents (column "text") -> blocks (columns "input_ids", "attention_mask"), in order.
 
@@ -107,21 +113,21 @@ def pack_documents(
         "batch_size": DOCUMENTS_PER_BATCH,
         "remove_columns": ["text"],
         "features": BLOCK_FEATURES,
-        "fn_kwargs": {"tokenizer": tokenizer, "layout": layout},
+        "fn_kwargs": {"tokenizer": tokenizer, "layout": layout, "packing": packing},
     }
     if isinstance(documents, datasets.Dataset):
         # Name the cache entry by what decides the blocks: the documents, the tokenizer's full
         # definition and the layout (hashing the tokenizer object itself is slow and unstable).
         fingerprint = datasets.fingerprint.Hasher.hash(
-            ["tadistill-pack-v1", documents._fingerprint, tokenizer.backend_tokenizer.to_str(), layout]
+            ["tadistill-pack-v1", documents._fingerprint, tokenizer.backend_tokenizer.to_str(), layout, packing]
         )
         options.update(num_proc=num_proc, desc="tokenising and packing", new_fingerprint=fingerprint)
     return documents.map(_tokenize_and_pack, **options)
 
 
-def _tokenize_and_pack(batch: dict, tokenizer, layout: BlockLayout) -> dict:
+def _tokenize_and_pack(batch: dict, tokenizer, layout: BlockLayout, packing: bool) -> dict:
     # verbose=False: documents longer than the model's max length are expected here, they get split.
     encoded = tokenizer(
         batch["text"], add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
     )
-    return pack_token_lists(encoded["input_ids"], layout)
+    return pack_token_lists(encoded["input_ids"], layout, packing)

@@ -13,6 +13,7 @@ taps to hook, whether MLM masking and logits are needed, and the weighted total 
 | minilm | attention distributions + value relation | teacher_layer, student_layer, heads, value_relation=true |
 | tinybert | attention scores + hidden + embeddings | mapping=uniform, pairs, heads, embeddings=true, projection=auto, projection_sharing=shared, reduction=sum |
 | direct-minilm | projected Q/K/V (MSE) | teacher_layer, student_layer, tensors=[q, k, v], projection=auto |
+| sentence | pooled sentence embeddings (cosine + batch similarities) | pooling=mean, similarity_weight=1.0, teacher_layer, student_layer, projection=auto |
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 from tadistill.arch import ModelShape
 from tadistill.config import ObjectiveConfig
 from tadistill.errors import Problem
-from tadistill.objectives import attention, hidden, output, tinybert  # noqa: F401  (registration)
+from tadistill.objectives import attention, hidden, output, sentence, tinybert  # noqa: F401  (registration)
 from tadistill.objectives.base import OBJECTIVES, Loss, Objective, ObjectiveOptions, StepTensors, option_problems
 from tadistill.taps import Tap
 

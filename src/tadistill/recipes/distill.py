@@ -43,7 +43,7 @@ from tadistill.data import build_corpus
 from tadistill.deploy.sentence_transformers import layout_problem, sentence_transformers_dir
 from tadistill.engine import Distiller
 from tadistill.errors import ConfigError, ModelError, TadistillError
-from tadistill.models import load_teacher, make_student, save_student, shape_of
+from tadistill.models import load_teacher, make_student, restore_dropout, save_student, shape_of
 from tadistill.objectives import build_objectives
 from tadistill.report.card import write_model_card
 from tadistill.training import budget_spent, parameter_groups, total_steps, tracker_setup
@@ -102,6 +102,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         seed=train.seed,
         sampling_alpha=config.data.sampling_alpha,
         on_decode_error=config.data.on_decode_error,
+        packing=config.data.packing,
     )
     loader = corpus.dataloader(
         batch_size=train.batch_size,
@@ -221,6 +222,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         raise TadistillError(f"the {len(digests)} processes ended with different student weights: {digests}")
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(distiller).student
+        restore_dropout(final, teacher)  # student.dropout was for distillation only
         save_student(
             final,
             tokenizer,
@@ -238,6 +240,8 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         )
         write_model_card(out)  # README.md with hub metadata; `tadistill report` adds scores and latency
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
+    # the ranks leave together: one tearing down its gloo group while rank 0 still writes can abort it
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return out
 
