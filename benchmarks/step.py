@@ -24,7 +24,8 @@ setting of `tadistill.allocator` (freed memory stays in glibc's heap between ste
     python benchmarks/step.py --device cuda --batch 256 --precision bf16
     python benchmarks/step.py --precision bf16 --compile      # train.compile: true
 
-Prints a table, then one JSON line. Target: every objective within 1.15x of its floor in bf16.
+Prints a table, then one JSON line. Targets in bf16: od, hs and tinybert within 1.05x of their
+floors, minilmv2 within 1.15x and its peak memory within 1.2x of the floor's.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ FAMILIES = {
 }
 # dense bf16 peak of the device, for model FLOPs utilisation (MFU), by a name fragment
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-TARGET_RATIO = 1.15
+# bf16 targets, step time and peak memory over the floor's (issue 14): the relation loss
+# has more to compute than the other families; the reference kernels are for comparison
+TIME_TARGETS = {"od": 1.05, "hs": 1.05, "tinybert": 1.05, "minilmv2": 1.15}
+MEMORY_TARGETS = {"minilmv2": 1.2}
 
 
 def parse_args() -> argparse.Namespace:
@@ -258,7 +262,10 @@ def main() -> None:
             )
     # on a shared CPU, time spent waiting for the cores inflates wall time but not CPU time
     basis = "cpu_ratio" if on_cpu else "ratio"
-    bf16_ratios = [row[basis] for row in rows if row["precision"] == "bf16"]
+    bf16 = [row for row in rows if row["precision"] == "bf16"]
+    checks = [row[basis] <= TIME_TARGETS[row["objective"]] for row in bf16 if row["objective"] in TIME_TARGETS]
+    checks += [row["step_peak_mib"] <= MEMORY_TARGETS[row["objective"]] * row["floor_peak_mib"]
+               for row in bf16 if row["objective"] in MEMORY_TARGETS]
     summary = {
         "benchmark": "step",
         "device": args.device,
@@ -273,8 +280,9 @@ def main() -> None:
         "peak_flops": peak,
         "results": rows,
         "target_basis": basis,
-        "max_bf16_ratio": max(bf16_ratios, default=None),
-        "bf16_target_met": all(r <= TARGET_RATIO for r in bf16_ratios) if bf16_ratios else None,
+        "time_targets": TIME_TARGETS,
+        "memory_targets": MEMORY_TARGETS,
+        "bf16_targets_met": all(checks) if checks else None,
     }
     print(json.dumps(summary))
 
