@@ -8,6 +8,7 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tadistill {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # free what the command built (a DDP model holds its gloo group) while the interpreter is
+        # alive: a gloo worker thread that frees a tensor during interpreter finalisation cannot
+        # take the GIL and aborts the process ("terminate called without an active exception")
+        gc.collect()
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class DataConfig:
     mlm_smoothing: float | None = None  # mask tokens with p ∝ frequency^-smoothing (DistilBERT: 0.7)
     on_decode_error: str = "skip"  # skip | fail
     packing: bool = True  # documents packed into full blocks; false: each document in blocks of its own
+    group_by_length: bool = False  # batch blocks of similar length together (with packing: false)
 
 
 @dataclass

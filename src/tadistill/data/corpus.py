@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 import datasets
+import numpy as np
 import pyarrow.compute
 import torch
 
@@ -26,7 +27,7 @@ from tadistill.data.masking import smoothed_token_weights, token_counts
 from tadistill.data.mixture import MixtureSampler, mixture_problems, mixture_probabilities
 from tadistill.data.packing import pack_documents
 from tadistill.data.sources import DECODE_POLICIES, Documents, read_documents, resolve_format, source_problems
-from tadistill.errors import DataError, Problem
+from tadistill.errors import ConfigError, DataError, Problem
 from tadistill.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -86,11 +87,13 @@ class Corpus:
         num_workers: int = 0,
         drop_last: bool = False,
         mlm_smoothing: float | None = None,
+        group_by_length: bool = False,
     ) -> torch.utils.data.DataLoader:
         """Batches of input_ids / attention_mask (+ MLM input_ids and labels when mlm_probability is set).
 
         `mlm_smoothing` draws the masked tokens with probability ∝ frequency^-smoothing
         (DistilBERT: 0.7; see tadistill.data.masking); None masks uniformly.
+        `group_by_length` puts blocks of similar length in the same batch (MixtureSampler.grouped).
 
         Resume through accelerate: `loader.set_epoch(epoch)`, then
         `accelerator.skip_first_batches(loader, n)`.
@@ -109,7 +112,10 @@ class Corpus:
                 drop_last=drop_last,
                 generator=torch.Generator().manual_seed(self.seed),  # see below
             )
-        sampler = MixtureSampler(self.sizes, self.probabilities, self.seed)
+        if group_by_length and self.streaming:
+            raise ConfigError([Problem("data.group_by_length", True, "needs sources that are not streamed")])
+        group_lengths = (block_lengths(self.blocks), batch_size) if group_by_length else None
+        sampler = MixtureSampler(self.sizes, self.probabilities, self.seed, group_lengths=group_lengths)
         return torch.utils.data.DataLoader(
             PackedBlocks(self.blocks),
             batch_size=batch_size,
@@ -190,6 +196,11 @@ def corpus_problems(data: DataConfig) -> list[Problem]:
     smoothing = data.mlm_smoothing
     if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or smoothing < 0):
         problems.append(Problem("data.mlm_smoothing", smoothing, "must be a number >= 0 (DistilBERT: 0.7) or null"))
+    if data.group_by_length:
+        streamed = [f"data.sources.{i}" for i, source in enumerate(data.sources) if _is_streamed(source)]
+        if streamed:
+            message = f"needs sources read whole; streamed: {', '.join(streamed)} (set streaming: false)"
+            problems.append(Problem("data.group_by_length", True, message))
     if data.on_decode_error not in DECODE_POLICIES:
         hint = did_you_mean(data.on_decode_error, DECODE_POLICIES)
         problems.append(Problem("data.on_decode_error", data.on_decode_error, f"use 'skip' or 'fail'.{hint}"))
@@ -200,6 +211,16 @@ def _is_streamed(source: SourceConfig) -> bool:
     if source.streaming is not None:
         return source.streaming
     return resolve_format(source.path, source.format) == "hub"
+
+
+def block_lengths(blocks: datasets.Dataset) -> np.ndarray:
+    """The real tokens of every block, (N,), read from the Arrow column a chunk at a time."""
+    per_chunk = [
+        np.asarray(pyarrow.compute.list_flatten(chunk)).reshape(len(chunk), -1).sum(1)  # (rows,)
+        for chunk in blocks.data.column("attention_mask").chunks
+        if len(chunk)
+    ]
+    return np.concatenate(per_chunk) if per_chunk else np.zeros(0, dtype=np.int64)
 
 
 def _count_tokens(blocks: datasets.Dataset) -> int:

@@ -2,9 +2,11 @@
 
 Masking, when asked for, is transformers' `DataCollatorForLanguageModeling` (15% of tokens,
 80% [MASK] / 10% random / 10% kept), or DistilBERT's frequency-smoothed draw
-(`tadistill.data.masking`) when token weights are given. Two things are added around it:
+(`tadistill.data.masking`) when token weights are given. Three things are added around it:
 - the tokens never selected are given explicitly: every special token of the tokenizer
   (the block frame, the document separators) and every padding position;
+- the batch is cut to its longest block (its padding columns dropped;
+  `data.group_by_length` batches blocks of similar length together, so more is dropped);
 - its random generator is seeded per batch from the batch's mask keys (unique per epoch and
   position, see MixtureSampler), so the masks of a batch do not depend on how many batches
   were drawn before it: resuming mid-epoch reproduces them exactly.
@@ -61,6 +63,10 @@ class BlockCollator:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         input_ids = torch.as_tensor(np.stack([e["input_ids"] for e in examples]), dtype=torch.long)  # (B, n)
         attention_mask = torch.as_tensor(np.stack([e["attention_mask"] for e in examples]), dtype=torch.long)
+        # blocks are right-padded: the columns after the longest block's last token are padding in
+        # every row, and every loss leaves padding out, so the batch is cut there (same losses, less compute)
+        length = int(attention_mask.any(0).nonzero().max()) + 1 if attention_mask.any() else attention_mask.shape[1]
+        input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]  # (B, length)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.masker is None:
             return batch

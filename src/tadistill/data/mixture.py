@@ -56,6 +56,9 @@ def mixture_problems(weights: Sequence[float], alpha: float | None) -> list[Prob
     return problems
 
 
+MEGABATCH = 50  # batches sorted by length together (transformers' LengthGroupedSampler: 50)
+
+
 class MixtureSampler(torch.utils.data.Sampler):
     """Draws an epoch of (block index, mask key) pairs from concatenated sources.
 
@@ -69,7 +72,17 @@ class MixtureSampler(torch.utils.data.Sampler):
     (`accelerator.skip_first_batches` skips them without loading them).
     """
 
-    def __init__(self, sizes: Sequence[int], probabilities: Sequence[float], seed: int, num_samples: int | None = None):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        probabilities: Sequence[float],
+        seed: int,
+        num_samples: int | None = None,
+        group_lengths: tuple[np.ndarray, int] | None = None,
+    ):
+        """`group_lengths` (the real length of every block, the batch size) batches blocks of
+        similar length together (see `grouped`)."""
+        self.group_lengths = group_lengths
         self.sizes = [int(n) for n in sizes]
         self.probabilities = np.asarray(probabilities, dtype=np.float64)
         self.offsets = np.cumsum([0, *self.sizes[:-1]])
@@ -86,7 +99,27 @@ class MixtureSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         first_key = self.epoch * self.num_samples
-        return zip(self.epoch_order(self.epoch).tolist(), range(first_key, first_key + self.num_samples))
+        order = self.epoch_order(self.epoch)
+        if self.group_lengths is not None:
+            order = self.grouped(order, self.epoch)
+        return zip(order.tolist(), range(first_key, first_key + self.num_samples))
+
+    def grouped(self, order: np.ndarray, epoch: int) -> np.ndarray:
+        """The epoch's order with similar lengths in the same batch: each run of MEGABATCH
+        batches is sorted by block length, cut into batches, and those are shuffled (as
+        transformers' LengthGroupedSampler does); the collator then cuts each batch to its
+        longest block. Each block is still used as often as without grouping."""
+        lengths, batch_size = self.group_lengths
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        span = batch_size * MEGABATCH
+        pieces = []
+        for start in range(0, len(order), span):
+            run = order[start : start + span]
+            run = run[np.argsort(-lengths[run], kind="stable")]
+            full = len(run) // batch_size * batch_size
+            batches = run[:full].reshape(-1, batch_size)  # (batches, batch_size)
+            pieces += [batches[rng.permutation(len(batches))].reshape(-1), run[full:]]  # a partial batch stays last
+        return np.concatenate(pieces)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The block indices of one epoch, in order."""

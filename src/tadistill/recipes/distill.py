@@ -109,6 +109,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         mlm_probability=config.data.mlm_probability if objectives.needs_mlm else None,
         num_workers=train.num_workers,
         mlm_smoothing=config.data.mlm_smoothing,
+        group_by_length=config.data.group_by_length,
     )
 
     # ---- optimisation: AdamW without decay on biases and LayerNorm weights, linear schedule
@@ -240,7 +241,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         )
         write_model_card(out)  # README.md with hub metadata; `tadistill report` adds scores and latency
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
-    # the ranks leave together: one tearing down its gloo group while rank 0 still writes can abort it
+    # the ranks leave together, after the main process has written the student
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out
