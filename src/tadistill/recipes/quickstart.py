@@ -47,7 +47,7 @@ def teacher_dir() -> Path:
 def quickstart(
     output: str | Path = "runs/quickstart",
     steps: int | None = None,
-    max_train_bytes: int = 4_000_000,
+    max_train_bytes: int = 12_000_000,
     heldout_docs: int = 1000,
     bench_iters: int = 10,
 ) -> dict:
