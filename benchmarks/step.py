@@ -58,6 +58,7 @@ FAMILIES = {
     "minilmv2-reference": ("minilmv2", {"relation_heads": 48, "kernel": "reference"}),
     "minilm": ("minilm", {}),
     "tinybert": ("tinybert", {}),
+    "tinybert-reference": ("tinybert", {"kernel": "reference"}),
     "direct-minilm": ("direct-minilm", {}),
 }
 # dense bf16 peak of the device, for model FLOPs utilisation (MFU), by a name fragment
@@ -237,7 +238,7 @@ def main() -> None:
     rows = []
     print(f"teacher {args.teacher}, student {args.student}, batch {args.batch} x {args.seq}, {args.device}")
     columns = ("floor s", "step s", "ratio", "cpu ratio", "floor MiB", "step MiB", "tok/s", "MFU")
-    print(f"{'objective':<18}{'prec':<6}" + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 9, 7, 11, 11, 10, 9, 7))))
+    print(f"{'objective':<20}{'prec':<6}" + "".join(f"{c:>{w}}" for c, w in zip(columns, (9, 9, 7, 11, 11, 10, 9, 7))))
     for precision in args.precision:
         for objective in args.objectives:
             result = in_fresh_process(objective, precision, args)
@@ -255,7 +256,7 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{objective:<18}{precision:<6}{row['floor_s']:>9.3f}{row['step_s']:>9.3f}{row['ratio']:>7.2f}"
+                f"{objective:<20}{precision:<6}{row['floor_s']:>9.3f}{row['step_s']:>9.3f}{row['ratio']:>7.2f}"
                 f"{row['cpu_ratio'] if on_cpu else '-':>11}{row['floor_peak_mib']:>11}{row['step_peak_mib']:>10}"
                 f"{row['tokens_per_s']:>9}{row['mfu'] if row['mfu'] is not None else '-':>7}",
                 flush=True,

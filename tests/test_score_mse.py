@@ -1,6 +1,7 @@
-"""TinyBERT's attention-score MSE a sequence at a time (`tadistill.score_mse`) against the plain
+"""TinyBERT's attention-score MSE kernels (`tadistill.score_mse`: fused, blocked) against the plain
 loss written out here: value and gradients to 1e-6 in fp32, with right and left padding, a hole,
-an all-padding sequence, a fully masked batch and unequal widths."""
+an all-padding sequence, a fully masked batch and unequal widths; the fused kernel in bf16 within
+bf16's precision."""
 
 from __future__ import annotations
 
@@ -39,32 +40,57 @@ MASKS = {
 }
 
 
+KERNELS = ["fused", "blocked", "reference"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("mask_name", list(MASKS))
-def test_blocked_equals_the_plain_loss_and_its_gradients(mask_name):
+def test_each_kernel_equals_the_plain_loss_and_its_gradients(mask_name, kernel):
     mask = MASKS[mask_name]
     (sq, sk), (tq, tk) = tensors(0)
     kwargs = dict(student_query=sq, student_key=sk, teacher_query=tq, teacher_key=tk, attention_mask=mask, heads=2)
-    blocked = losses.attention_score_mse(**kwargs, kernel="blocked")
-    reference = losses.attention_score_mse(**kwargs, kernel="reference")
+    loss = losses.attention_score_mse(**kwargs, kernel=kernel)
     plain = plain_score_mse(sq, sk, tq, tk, mask, 2)
-    assert torch.allclose(blocked, plain, atol=1e-6, rtol=1e-6) and torch.allclose(reference, plain, atol=1e-6, rtol=1e-6)
-    for got, expected in zip(torch.autograd.grad(blocked, (sq, sk)), torch.autograd.grad(plain, (sq, sk))):
+    assert torch.allclose(loss, plain, atol=1e-6, rtol=1e-6)
+    for got, expected in zip(torch.autograd.grad(loss, (sq, sk)), torch.autograd.grad(plain, (sq, sk))):
         assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5)
         assert got[mask == 0].abs().max() == 0  # padding tokens get no gradient
 
 
-def test_a_fully_masked_batch_gives_zero_with_a_graph():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_fully_masked_batch_gives_zero_with_a_graph(kernel):
     (sq, sk), (tq, tk) = tensors(1)
     loss = losses.attention_score_mse(student_query=sq, student_key=sk, teacher_query=tq, teacher_key=tk,
-                                      attention_mask=torch.zeros(4, 6), heads=2, kernel="blocked")
+                                      attention_mask=torch.zeros(4, 6), heads=2, kernel=kernel)
     assert loss.item() == 0.0 and loss.requires_grad
     assert torch.autograd.grad(loss, sq)[0].abs().max() == 0
 
 
-def test_a_trainable_teacher_takes_the_plain_path():
+@pytest.mark.parametrize("kernel, backward", [("fused", "_FusedScoreMSEBackward"), ("blocked", "_ScoreMSEBackward")])
+def test_a_trainable_teacher_takes_the_plain_path(kernel, backward):
     (sq, sk), (tq, tk) = tensors(2)
     kwargs = dict(student_query=sq, student_key=sk, teacher_key=tk, attention_mask=MASKS["mixed"], heads=2)
-    assert losses.attention_score_mse(**kwargs, teacher_query=tq, kernel="blocked").grad_fn.name() == "_ScoreMSEBackward"
+    assert losses.attention_score_mse(**kwargs, teacher_query=tq, kernel=kernel).grad_fn.name() == backward
     trainable = tq.clone().requires_grad_()
-    loss = losses.attention_score_mse(**kwargs, teacher_query=trainable, kernel="blocked")
+    loss = losses.attention_score_mse(**kwargs, teacher_query=trainable, kernel=kernel)
     assert torch.autograd.grad(loss, trainable)[0].abs().sum() > 0  # the plain path, which gives the teacher a gradient
+
+
+def test_fused_in_bf16_keeps_bf16_precision_and_dtype_under_autocast():
+    """bf16 taps (as autocast makes them): the products run in bf16, so the loss and gradients
+    match the fp32 loss of the same bf16 values to bf16's relative precision, not to 1e-6; the
+    gradients come back in the taps' dtype."""
+    (sq, sk), (tq, tk) = tensors(3, batch=4, tokens=16, width=32, teacher_width=64)
+    mask = torch.ones(4, 16, dtype=torch.long)
+    mask[1, 10:] = 0
+    low = [x.detach().bfloat16().requires_grad_(x.requires_grad) for x in (sq, sk, tq, tk)]
+    exact = [x.detach().float().requires_grad_(x.requires_grad) for x in low]  # the same values in fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = losses.attention_score_mse(student_query=low[0], student_key=low[1], teacher_query=low[2],
+                                          teacher_key=low[3], attention_mask=mask, heads=4, kernel="fused")
+    plain = plain_score_mse(*exact, mask, 4)
+    assert loss.dtype == torch.float32 and abs(loss.item() - plain.item()) < 1e-2 * plain.item()
+    for got, expected in zip(torch.autograd.grad(loss, low[:2]), torch.autograd.grad(plain, exact[:2])):
+        assert got.dtype == torch.bfloat16
+        assert (got.float() - expected).norm() < 2e-2 * expected.norm()
+        assert got[mask == 0].abs().max() == 0

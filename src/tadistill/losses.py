@@ -1,7 +1,8 @@
 """Distillation losses: pure functions, tensors in, scalar out.
 
 Every loss runs in fp32 with autocast off whatever the input dtype (softmaxes and KL
-sums over a 30k vocabulary or 128 keys lose too much in bf16), ignores padding, and
+sums over a 30k vocabulary or 128 keys lose too much in bf16; the one exception, TinyBERT's
+score MSE with kernel "fused", is explained there), ignores padding, and
 returns 0 with a graph when every position is masked out, so that backward still runs
 on a micro-batch with nothing to learn from.
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tadistill.relation_kl import blocked_relation_kl
-from tadistill.score_mse import blocked_score_mse
+from tadistill.score_mse import blocked_score_mse, fused_score_mse
 
 IGNORE_INDEX = -100  # label of unmasked positions, as DataCollatorForLanguageModeling writes them
 
@@ -167,7 +168,6 @@ def attention_kl(
     )
 
 
-@in_fp32
 def attention_score_mse(
     *,
     student_query: Tensor,
@@ -176,19 +176,31 @@ def attention_score_mse(
     teacher_key: Tensor,
     attention_mask: Tensor,
     heads: int,
-    kernel: str = "reference",
+    kernel: str = "fused",
 ) -> Tensor:
     """TinyBERT attention transfer: MSE between pre-softmax scores Q K^T / sqrt(d_h), per head.
 
     Averaged over heads and over (query, key) pairs where both tokens are real: padding
     entries are excluded rather than zeroed, so padding does not dilute the loss.
 
-    kernel "reference" is the whole batch at once (measured faster on 2 CPU cores: one big
-    product); "blocked" (frozen teacher) takes one sequence at a time, cut to its real tokens,
-    with a closed-form backward (`tadistill.score_mse`), and keeps no (B, A, n, n) tensor.
+    kernel "reference" is autograd over the whole batch in fp32. With a frozen teacher,
+    "fused" is the same batch-wide product with a closed-form backward, in the taps' dtype
+    (the one loss here whose products may run in bf16: the score difference comes out of one
+    product, so nothing cancels after rounding, and its squares are summed in fp32); "blocked"
+    takes one sequence at a time in fp32, cut to its real tokens, and keeps no (B, A, n, n)
+    tensor (`tadistill.score_mse`).
     """
-    if kernel == "blocked" and not (teacher_query.requires_grad or teacher_key.requires_grad):
-        return blocked_score_mse(student_query, student_key, teacher_query, teacher_key, attention_mask, heads)
+    inputs = (student_query, student_key, teacher_query, teacher_key, attention_mask, heads)
+    if not (teacher_query.requires_grad or teacher_key.requires_grad):
+        if kernel == "fused":
+            return fused_score_mse(*inputs)
+        if kernel == "blocked":
+            return in_fp32(blocked_score_mse)(*inputs)
+    return _reference_score_mse(*inputs)
+
+
+@in_fp32
+def _reference_score_mse(student_query, student_key, teacher_query, teacher_key, attention_mask, heads) -> Tensor:
     # S_S - S_T as one product, [Q_S / sqrt(d_S), -Q_T / sqrt(d_T)] [K_S, K_T]^T: one (B, A, n, n)
     # tensor written instead of three (both scores and their difference)
     queries = [_split_heads(q, heads) for q in (student_query, teacher_query)]  # (B, A, n, d_r) each

@@ -1,19 +1,25 @@
-"""TinyBERT's attention-score MSE on a CPU: one sequence at a time, cut to its real tokens, as a
-custom autograd function with a closed-form backward.
+"""TinyBERT's attention-score MSE without autograd's bookkeeping: custom autograd functions with
+a closed-form backward, the same loss as `losses.attention_score_mse` (kernel "reference").
 
-The plain loss (`losses.attention_score_mse`) writes the (B, A, n, n) score difference D of
-the whole batch and keeps it, its square and the pair mask for backward. Here each sequence's
-D (A, L, L) for its L real tokens stays in cache, forward keeps nothing but the loss, and
-backward recomputes D to form
+Both work on the score difference D = [c Q_S, -Q_T / sqrt(d_T)] [K_S, K_T]^T, the difference of
+both scores as one product (c = 1 / sqrt(d_S)), and form
 
-    dL/dQ_S = c G K_S,   dL/dK_S = G^T (c Q_S),   G = 2 D / (A * valid pairs),  c = 1 / sqrt(d_S),
+    dL/dQ_S = c G K_S,   dL/dK_S = G^T (c Q_S),   G = 2 D / (A * valid pairs),
 
-with D = [c Q_S, -Q_T / sqrt(d_T)] [K_S, K_T]^T, the difference of both scores as one
-product. The teacher is frozen (no gradient flows to it).
+where autograd would also multiply through the teacher's half of the product and keep D, its
+square and the pair mask. The teacher is frozen (no gradient flows to it).
+
+- "fused": the whole batch at once; D (B, A, n, n) is computed in the inputs' dtype (bf16 under
+  autocast, as the models compute their own scores, fp32 otherwise), masked and kept for
+  backward; its squares are summed in fp32. Two products fewer than the reference per step.
+- "blocked": one sequence at a time on its L real tokens, D (A, L, L) staying in cache; forward
+  keeps nothing but the loss and backward recomputes D. The least memory; on CPU its many small
+  products are slower than one big one.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,6 +34,37 @@ def _heads(x: Tensor, heads: int) -> Tensor:
 def _merge(x: Tensor) -> Tensor:
     batch, heads, tokens, width = x.shape
     return x.transpose(1, 2).reshape(batch, tokens, heads * width)  # (B, n, A * d_r)
+
+
+def _batch_difference(student_query, student_key, teacher_query, teacher_key, heads) -> Tensor:
+    """S_S - S_T of the whole batch, (B, A, n, n), as one product."""
+    queries = [_heads(x, heads) for x in (student_query, teacher_query)]  # (B, A, n, d_r)
+    keys = [_heads(x, heads) for x in (student_key, teacher_key)]
+    scales = (1 / math.sqrt(queries[0].shape[-1]), -1 / math.sqrt(queries[1].shape[-1]))
+    left = torch.cat([q * scale for q, scale in zip(queries, scales)], -1)  # (B, A, n, d_S + d_T)
+    return left @ torch.cat(keys, -1).transpose(-1, -2)
+
+
+class _FusedScoreMSE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, student_query, student_key, teacher_query, teacher_key, token_mask, heads, denominator):
+        difference = _batch_difference(student_query, student_key, teacher_query, teacher_key, heads)
+        real = token_mask.to(difference.dtype)
+        difference.mul_(real[:, None, :, None]).mul_(real[:, None, None, :])  # padding pairs out
+        ctx.save_for_backward(student_query, student_key, difference)
+        ctx.heads, ctx.denominator = heads, denominator
+        rows = difference.flatten(0, 1).flatten(1).float()  # (B * A, n * n), summed in fp32
+        return torch.linalg.vecdot(rows, rows).sum() / denominator
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        student_query, student_key, difference = ctx.saved_tensors
+        key_heads, query_heads = _heads(student_key, ctx.heads), _heads(student_query, ctx.heads)  # (B, A, n, d_S)
+        # c dL/dD = c 2 D / denominator; the scalar goes on the (B, A, n, d_S) products, not on D
+        scale = (2 * grad_output / (ctx.denominator * math.sqrt(query_heads.shape[-1]))).to(difference.dtype)
+        grad_query = _merge((difference @ key_heads).mul_(scale))
+        grad_key = _merge((difference.transpose(-1, -2) @ query_heads).mul_(scale))
+        return grad_query, grad_key, None, None, None, None, None
 
 
 def _real_tokens(attention_mask: Tensor) -> list[Tensor | slice]:
@@ -66,12 +103,26 @@ class _ScoreMSE(torch.autograd.Function):
 
 
 def _difference(student_query, student_key, teacher_query, teacher_key, heads, b, real) -> Tensor:
-    """S_S - S_T of sequence b on its real tokens, (A, L, L), as one product."""
-    queries = [_heads(x[b : b + 1], heads)[0][:, real] for x in (student_query, teacher_query)]  # (A, L, d_r)
-    keys = [_heads(x[b : b + 1], heads)[0][:, real] for x in (student_key, teacher_key)]
-    scales = (1 / math.sqrt(queries[0].shape[-1]), -1 / math.sqrt(queries[1].shape[-1]))
-    left = torch.cat([q * scale for q, scale in zip(queries, scales)], -1)  # (A, L, d_S + d_T)
-    return left @ torch.cat(keys, -1).transpose(-1, -2)
+    """S_S - S_T of sequence b on its real tokens, (A, L, L)."""
+    return _batch_difference(*(x[b : b + 1, real] for x in (student_query, student_key, teacher_query, teacher_key)),
+                             heads)[0]
+
+
+def _denominator(attention_mask: Tensor, heads: int) -> int:
+    """Heads x valid (query, key) pairs, at least 1 (a fully masked batch gives 0)."""
+    return heads * max(int(attention_mask.sum(1).pow(2).sum()), 1)
+
+
+def fused_score_mse(student_query: Tensor, student_key: Tensor, teacher_query: Tensor, teacher_key: Tensor,
+                    attention_mask: Tensor, heads: int) -> Tensor:
+    """The loss of `losses.attention_score_mse`, the whole batch at once in the inputs' dtype."""
+    if teacher_query.requires_grad or teacher_key.requires_grad:
+        raise ValueError("the fused score MSE takes a frozen teacher")
+    inputs = (student_query, student_key, teacher_query, teacher_key)
+    dtype = functools.reduce(torch.promote_types, (x.dtype for x in inputs))
+    with torch.autocast(student_query.device.type, enabled=False):  # the products keep the taps' dtype
+        inputs = [x.to(dtype) for x in inputs]
+        return _FusedScoreMSE.apply(*inputs, attention_mask.bool(), heads, _denominator(attention_mask, heads))
 
 
 def blocked_score_mse(student_query: Tensor, student_key: Tensor, teacher_query: Tensor, teacher_key: Tensor,
@@ -79,7 +130,6 @@ def blocked_score_mse(student_query: Tensor, student_key: Tensor, teacher_query:
     """The loss of `losses.attention_score_mse` (fp32 (B, n, d) inputs), a sequence at a time."""
     if teacher_query.requires_grad or teacher_key.requires_grad:
         raise ValueError("the blocked score MSE takes a frozen teacher")
-    lengths = attention_mask.sum(1)
-    denominator = heads * max(int(lengths.pow(2).sum()), 1)  # heads x valid (query, key) pairs
     tokens = _real_tokens(attention_mask.bool())
+    denominator = _denominator(attention_mask, heads)
     return _ScoreMSE.apply(student_query, student_key, teacher_query, teacher_key, heads, tokens, denominator)
