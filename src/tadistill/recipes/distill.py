@@ -46,7 +46,7 @@ from tadistill.errors import ConfigError, ModelError, TadistillError
 from tadistill.models import load_teacher, make_student, restore_dropout, save_student, shape_of
 from tadistill.objectives import build_objectives
 from tadistill.report.card import write_model_card
-from tadistill.training import budget_spent, parameter_groups, total_steps, tracker_setup
+from tadistill.training import adamw, budget_spent, parameter_groups, total_steps, tracker_setup
 from tadistill.validation import validate_run
 
 
@@ -117,7 +117,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         train.batch_size * train.gradient_accumulation_steps * accelerator.num_processes * config.data.max_seq_length
     )
     steps = total_steps(train.max_steps, train.max_tokens, tokens_per_step)
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         parameter_groups(distiller, train.weight_decay),
         lr=train.learning_rate,
         betas=tuple(train.adam_betas),

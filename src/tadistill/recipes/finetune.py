@@ -35,7 +35,7 @@ from tadistill.errors import ConfigError, ModelError, Problem
 from tadistill.evaluation.layouts import TaskData
 from tadistill.evaluation.metrics import average_sets, compute_metrics
 from tadistill.evaluation.tasks import Task
-from tadistill.training import parameter_groups
+from tadistill.training import adamw, parameter_groups
 
 Metrics = dict[str, dict[str, float]]  # eval set name -> metric name -> value
 
@@ -114,7 +114,7 @@ def finetune(
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=collate)
     eval_loaders = [DataLoader(split, batch_size=batch_size, collate_fn=collate) for split in data.evals.values()]
-    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
+    optimizer = adamw(parameter_groups(model, weight_decay), lr=lr)
     # counted in batches before sharding: once prepared, the scheduler advances once per
     # process at each optimizer step, so it still ends at total_steps on any process count
     total_steps = epochs * len(train_loader)

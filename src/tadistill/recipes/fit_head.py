@@ -32,7 +32,7 @@ from tadistill.models import load_model_config
 from tadistill.paths import resolve_path
 from tadistill.staging import staged_directory
 from tadistill.tables import render_text
-from tadistill.training import parameter_groups
+from tadistill.training import adamw, parameter_groups
 
 HELDOUT_BLOCKS = (0.05, 256)  # share of the corpus's blocks held out, and at most this many
 
@@ -113,7 +113,7 @@ def fit_head(
         return {"loss": loss / max(count, 1), "top1": correct / max(count, 1), "tokens": count}
 
     before = evaluate()
-    optimizer = torch.optim.AdamW(parameter_groups(head, weight_decay=0.01), lr=learning_rate, eps=1e-6)
+    optimizer = adamw(parameter_groups(head, weight_decay=0.01), lr=learning_rate, eps=1e-6)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
