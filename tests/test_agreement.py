@@ -94,3 +94,16 @@ def test_bad_inputs_name_what_is_wrong(models, texts, tmp_path):
     pairs.write_text("a,b,score\nx,y,0.5\n")
     with pytest.raises(DataError, match="pairs.csv has no column 'sentence1'; columns: a, b, score"):
         evaluate_agreement(str(student), str(teacher), str(texts), pairs=[ScoredPairs(str(pairs))])
+
+
+def test_embeddings_come_back_in_input_order_as_each_text_alone(models):
+    """`embed` batches texts by length; every row is still its own text's embedding, as if the
+    text had been embedded alone (no padding), and an empty list gives no rows."""
+    model_dir, _ = models
+    model, tokenizer = AutoModel.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    sentences = make_sentences(12, seed=3)
+    texts = [" ".join(sentences[: 1 + i % 5]) for i in range(12)]  # lengths 1..5 sentences, interleaved
+    batched = embed(model, tokenizer, texts, batch_size=4)
+    alone = torch.cat([embed(model, tokenizer, [text], batch_size=1) for text in texts])
+    assert torch.allclose(batched, alone, atol=1e-5)
+    assert embed(model, tokenizer, []).shape == (0, model.config.hidden_size)

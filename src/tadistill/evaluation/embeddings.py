@@ -75,12 +75,18 @@ def embed(
     device = device or next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
+    # longest texts first, so that each batch pads to a length close to its own (as
+    # sentence-transformers' encode does); the rows are put back in the input order at the end
+    if not texts:
+        return torch.zeros(0, encoder.config.hidden_size)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_seq_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     chunks = []
     try:
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = tokenizer(
-                    texts[start : start + batch_size],
+                    [texts[i] for i in order[start : start + batch_size]],
                     padding=True,
                     truncation=True,
                     max_length=max_seq_length,
@@ -90,7 +96,7 @@ def embed(
                 chunks.append(pool(hidden, batch["attention_mask"], pooling).cpu())
     finally:
         encoder.train(was_training)
-    return F.normalize(torch.cat(chunks), dim=-1)
+    return F.normalize(torch.cat(chunks)[torch.argsort(torch.tensor(order, dtype=torch.long))], dim=-1)
 
 
 def mean_cosine(teacher_emb: torch.Tensor, student_emb: torch.Tensor) -> float:
