@@ -11,7 +11,8 @@ square and the pair mask. The teacher is frozen (no gradient flows to it).
 
 - "fused": the whole batch at once; D (B, A, n, n) is computed in the inputs' dtype (bf16 under
   autocast, as the models compute their own scores, fp32 otherwise), masked and kept for
-  backward; its squares are summed in fp32. Two products fewer than the reference per step.
+  backward; its squares are summed in fp32. Backward multiplies through the student's half only
+  (d_S wide, where autograd's products are d_S + d_T wide).
 - "blocked": one sequence at a time on its L real tokens, D (A, L, L) staying in cache; forward
   keeps nothing but the loss and backward recomputes D. The least memory; on CPU its many small
   products are slower than one big one.

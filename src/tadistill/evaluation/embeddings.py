@@ -75,12 +75,11 @@ def embed(
     device = device or next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    # longest texts first, so that each batch pads to a length close to its own (as
-    # sentence-transformers' encode does); the rows are put back in the input order at the end
     if not texts:
         return torch.zeros(0, encoder.config.hidden_size)
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_seq_length)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    # longest texts first (by characters, as sentence-transformers' encode sorts), so that each
+    # batch pads to a length close to its own; the rows are put back in the input order at the end
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     chunks = []
     try:
         with torch.inference_mode():
