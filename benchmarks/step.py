@@ -41,6 +41,8 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from tadistill.allocator import tune_cpu_allocator
+from tadistill.attention import CHOICES as ATTENTION_CHOICES
+from tadistill.attention import resolve_attention, set_attention
 from tadistill.arch import ModelShape, adapter_for
 from tadistill.engine import distill_losses, logit_positions, selected_logits
 from tadistill.errors import ConfigError
@@ -81,6 +83,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: known GPUs by name)")
     parser.add_argument("--teacher", type=int, nargs=3, default=[12, 768, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
     parser.add_argument("--student", type=int, nargs=3, default=[6, 384, 12], metavar=("LAYERS", "HIDDEN", "HEADS"))
+    parser.add_argument("--attention", choices=ATTENTION_CHOICES, default="auto",
+                        help="train.attention for both models (auto: matmul on CPU in bf16, as `tadistill distill`)")
     parser.add_argument("--compile", action="store_true",
                         help="as train.compile: true, torch.compile the untapped parts of both models")
     parser.add_argument("--plain-malloc", action="store_true",
@@ -126,6 +130,8 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     name, options = FAMILIES[objective]
     objectives = build_objectives([ObjectiveConfig(name, 1.0, options)], teacher=shapes[0], student=shapes[1])
     teacher.to(device), student.to(device), objectives.to(device)
+    attention = resolve_attention(args.attention, torch.device(device), "bf16" if precision == "bf16" else "no")
+    set_attention(teacher, attention), set_attention(student, attention)  # as the distill recipe does
     if args.compile:  # compiled at the first (warm-up) run, as in the distill recipe
         compile_untapped(teacher, objectives.teacher_taps)
         compile_untapped(student, objectives.student_taps)
@@ -277,6 +283,7 @@ def main() -> None:
         "student": args.student,
         "plain_malloc": args.plain_malloc,
         "compile": args.compile,
+        "attention": args.attention,
         "model_flops_per_step": flops,
         "peak_flops": peak,
         "results": rows,

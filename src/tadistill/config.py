@@ -119,6 +119,7 @@ class TrainConfig:
     record_blocks: bool = False  # audit: each process lists a digest of every block it trains on
     log_with: str = "tensorboard"  # tensorboard | wandb | mlflow | none: accelerate's tracker for the metrics
     compile: bool = False  # torch.compile the untapped parts of teacher and student (tadistill.compiling)
+    attention: str = "auto"  # auto | sdpa | eager | matmul: the models' attention kernel (tadistill.attention)
 
 
 @dataclass

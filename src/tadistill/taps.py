@@ -3,13 +3,14 @@
 A `Tap` names one tensor of a model: the hidden state after block i (0 = the embedding
 output) or the query/key/value projection output of block i, all heads concatenated,
 (B, n, d), as the Linear layers return it (before any rotary embedding or head split).
-Attention scores are never tapped: the models keep their SDPA kernels and objectives
-recompute scores from the captured Q/K with the padding mask.
+Attention scores are never tapped: the models keep their attention kernels (SDPA, or the one
+`train.attention` picks, `tadistill.attention`) and objectives recompute scores from the
+captured Q/K with the padding mask.
 
 `capture` registers one hook per tap and ends the forward as soon as the last tap has
 fired: that hook raises a private exception which the context manager swallows. So a
 teacher runs only up to the deepest tensor the objectives need, without re-implementing
-or patching any transformers forward (masks, position ids and SDPA stay theirs).
+or patching any transformers forward (masks, position ids and attention stay theirs).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from tadistill.attention import CHOICES as ATTENTION_CHOICES
 from tadistill.config import TrainConfig
 from tadistill.errors import Problem
 from tadistill.registry import did_you_mean
@@ -71,6 +72,9 @@ def train_problems(train: TrainConfig) -> list[Problem]:
     if train.mixed_precision not in MIXED_PRECISION:
         hint = did_you_mean(train.mixed_precision, MIXED_PRECISION)
         problems.append(Problem("train.mixed_precision", train.mixed_precision, f"use no, bf16 or fp16.{hint}"))
+    if train.attention not in ATTENTION_CHOICES:
+        hint = did_you_mean(train.attention, ATTENTION_CHOICES)
+        problems.append(Problem("train.attention", train.attention, f"use one of {', '.join(ATTENTION_CHOICES)}.{hint}"))
     problems += _tracker_problems(train.log_with)
     if train.num_workers < 0:
         problems.append(Problem("train.num_workers", train.num_workers, "must be >= 0"))

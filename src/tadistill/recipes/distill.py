@@ -37,6 +37,7 @@ from tadistill.checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
+from tadistill.attention import resolve_attention, restore_attention, set_attention
 from tadistill.compiling import compile_untapped
 from tadistill.config import RunConfig, dump_yaml, to_dict
 from tadistill.data import build_corpus
@@ -83,6 +84,9 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     if train.mixed_precision == "bf16":
         teacher.to(torch.bfloat16)
     teacher.to(accelerator.device)
+    attention = resolve_attention(train.attention, accelerator.device, train.mixed_precision)
+    set_attention(teacher, attention)
+    saved_attention = set_attention(student, attention)  # the exported student gets its own kernel back
     objectives = build_objectives(config.objectives, teacher=shape_of(teacher), student=shape_of(student))
     if objectives.needs_logits and not loaded.has_lm_head:  # its architectures said so, its weights do not
         raise ModelError(
@@ -224,6 +228,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(distiller).student
         restore_dropout(final, teacher)  # student.dropout was for distillation only
+        restore_attention(final, saved_attention)
         save_student(
             final,
             tokenizer,
