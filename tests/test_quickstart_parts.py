@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +71,62 @@ def test_docstrings_are_parsed_not_imported():
         ''').encode()
     assert docstrings(source) == ["Mod.", "Cls.", "Fn."]
     assert docstrings(b'print "python 2"') == []
+
+
+def _walked_docstrings(source: bytes) -> list[str]:
+    """Reference: every node of the tree, as `ast.walk` visits it."""
+    nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docs = (ast.get_docstring(node) for node in ast.walk(ast.parse(source)) if isinstance(node, nodes))
+    return [doc for doc in docs if doc]
+
+
+def test_docstrings_found_in_every_kind_of_body_in_walk_order():
+    source = textwrap.dedent('''\
+        """Mod."""
+        if True:
+            def in_if():
+                """If."""
+        else:
+            class InElse:
+                """Else."""
+        try:
+            def in_try():
+                """Try."""
+        except ValueError:
+            def in_except():
+                """Except."""
+        finally:
+            def in_finally():
+                """Finally."""
+        with open(__file__) as f:
+            for x in f:
+                while x:
+                    def deep():
+                        """Deep."""
+        match 3:
+            case 3:
+                def in_case():
+                    """Case."""
+        class Outer:
+            """Outer."""
+            def method(self):
+                """Method."""
+                class Local:
+                    """Local."""
+        ''').encode()
+    assert docstrings(source) == _walked_docstrings(source)
+    assert sorted(docstrings(source)) == sorted(
+        ["Mod.", "If.", "Else.", "Try.", "Except.", "Finally.", "Deep.", "Case.", "Outer.", "Method.", "Local."]
+    )
+
+
+def test_docstrings_of_real_modules_equal_a_full_walk():
+    import email, json as json_package  # a few stdlib packages: nested classes, functions, try blocks
+    files = sorted(Path(email.__file__).parent.glob("*.py")) + sorted(Path(json_package.__file__).parent.glob("*.py"))
+    assert len(files) > 20
+    for path in files:
+        source = path.read_bytes()
+        assert docstrings(source) == _walked_docstrings(source), path
 
 
 def test_clean_keeps_prose_on_one_line():

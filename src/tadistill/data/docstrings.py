@@ -19,6 +19,8 @@ import hashlib
 import os
 import sysconfig
 import warnings
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ _SKIP_DIRS = {"__pycache__", "test", "tests"}
 # Larger .py files are generated tables (unicode data, protobufs): no prose, slow to parse.
 _MAX_SOURCE_BYTES = 1_000_000
 _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_BODY_NODES = (ast.stmt, ast.excepthandler, ast.match_case)
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,22 @@ def docstrings(source: bytes) -> list[str]:
             tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError):  # Python 2 files, null bytes, deep nesting
         return []
-    docs = (ast.get_docstring(node, clean=True) for node in ast.walk(tree) if isinstance(node, _DOC_NODES))
+    docs = (ast.get_docstring(node, clean=True) for node in _statements(tree) if isinstance(node, _DOC_NODES))
     return [doc for doc in docs if doc]
+
+
+def _statements(tree: ast.Module) -> Iterator[ast.AST]:
+    """The statements of a module in `ast.walk`'s breadth-first order, without entering expressions.
+
+    Classes and functions are statements, and statements only sit in the bodies of other
+    statements (and of `except` and `case` clauses), so this finds every node `ast.walk`
+    would, in the same order, while visiting about a tenth of the nodes.
+    """
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
+        yield node
+        queue.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _BODY_NODES))
 
 
 def clean(docstring: str, min_chars: int = 80) -> str | None:
