@@ -64,15 +64,20 @@ def resolve_attention(choice: str, device: torch.device, mixed_precision: str) -
     return MATMUL if choice == "matmul" else choice
 
 
-def set_attention(model: nn.Module, implementation: str | None) -> str:
-    """Switch `model` to `implementation` (None: leave it); returns the one it had, for `restore_attention`."""
+def set_attention(model: nn.Module, implementation: str | None, strict: bool = True) -> str:
+    """Switch `model` to `implementation` (None: leave it); returns the one it had, for `restore_attention`.
+
+    A model whose attention does not go through transformers' `AttentionInterface` (MPNet,
+    DeBERTa-v2, remote code) cannot switch: `strict` (a kernel the user named) raises, otherwise
+    (`auto`) the model keeps its own kernel.
+    """
     previous = model.config._attn_implementation
     if implementation is not None and implementation != previous:
         model.set_attn_implementation(implementation)
-        if model.config._attn_implementation != implementation:
+        if strict and model.config._attn_implementation != implementation:
             raise ModelError(
                 f"train.attention: {type(model).__name__} cannot switch its attention to {implementation!r} "
-                "(it does not use transformers' AttentionInterface); use train.attention: sdpa"
+                "(it does not use transformers' AttentionInterface); use train.attention: auto or sdpa"
             )
     return previous
 

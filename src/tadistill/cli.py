@@ -60,9 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tadistill {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        # free what the command built (a DDP model holds its gloo group) while the interpreter is
-        # alive: a gloo worker thread that frees a tensor during interpreter finalisation cannot
-        # take the GIL and aborts the process ("terminate called without an active exception")
+        # leave the process group, then free what the command built (a DDP model holds its gloo
+        # group) while the interpreter is alive: a gloo worker thread that frees a tensor during
+        # interpreter finalisation cannot take the GIL and aborts the process ("terminate called
+        # without an active exception"), and a group destroyed only by the collector, which holds
+        # the GIL, can wait forever on a worker thread that needs it (seen once in CI)
+        distributed = getattr(sys.modules.get("torch"), "distributed", None)
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
         gc.collect()
 
 

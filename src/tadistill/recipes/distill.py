@@ -85,8 +85,9 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         teacher.to(torch.bfloat16)
     teacher.to(accelerator.device)
     attention = resolve_attention(train.attention, accelerator.device, train.mixed_precision)
-    set_attention(teacher, attention)
-    saved_attention = set_attention(student, attention)  # the exported student gets its own kernel back
+    strict = train.attention != "auto"  # auto leaves a model that cannot switch on its own kernel
+    set_attention(teacher, attention, strict)
+    saved_attention = set_attention(student, attention, strict)  # the exported student gets its own kernel back
     objectives = build_objectives(config.objectives, teacher=shape_of(teacher), student=shape_of(student))
     if objectives.needs_logits and not loaded.has_lm_head:  # its architectures said so, its weights do not
         raise ModelError(
