@@ -42,7 +42,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 from tadistill.allocator import tune_cpu_allocator
 from tadistill.attention import CHOICES as ATTENTION_CHOICES
-from tadistill.attention import resolve_attention, set_attention
+from tadistill.attention import use_attention
 from tadistill.arch import ModelShape, adapter_for
 from tadistill.engine import distill_losses, logit_positions, selected_logits
 from tadistill.errors import ConfigError
@@ -130,8 +130,8 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     name, options = FAMILIES[objective]
     objectives = build_objectives([ObjectiveConfig(name, 1.0, options)], teacher=shapes[0], student=shapes[1])
     teacher.to(device), student.to(device), objectives.to(device)
-    attention = resolve_attention(args.attention, torch.device(device), "bf16" if precision == "bf16" else "no")
-    set_attention(teacher, attention), set_attention(student, attention)  # as the distill recipe does
+    for model in (teacher, student):  # as the distill recipe does
+        use_attention(model, args.attention, torch.device(device), "bf16" if precision == "bf16" else "no")
     if args.compile:  # compiled at the first (warm-up) run, as in the distill recipe
         compile_untapped(teacher, objectives.teacher_taps)
         compile_untapped(student, objectives.student_taps)

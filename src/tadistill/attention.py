@@ -11,8 +11,9 @@ In fp32 SDPA is as fast or faster, and on CUDA it has real flash kernels. So `au
 point for attention functions, with SDPA's boolean padding masks; no model code is patched.
 It is eager attention as autocast runs it (scores rounded to bf16, softmax over them
 accumulated in fp32 by the kernel), except that the padding mask is filled into the bf16
-scores instead of added in fp32. The saved student gets its original kernel back
-(`restore_attention`), so a distilled model never depends on tadistill to load.
+scores instead of added in fp32. transformers never writes the implementation into a saved
+config, so a distilled model never depends on tadistill to load; `restore_attention` also gives
+the in-memory model its own kernel back before it is saved and handed on.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def set_attention(model: nn.Module, implementation: str | None, strict: bool = T
                 "(it does not use transformers' AttentionInterface); use train.attention: auto or sdpa"
             )
     return previous
+
+
+def use_attention(model: nn.Module, choice: str, device: torch.device, mixed_precision: str) -> str:
+    """Switch `model` to what `train.attention: choice` resolves to; returns its own kernel, for
+    `restore_attention`. Only a kernel the user named (not `auto`) raises if the model cannot switch."""
+    return set_attention(model, resolve_attention(choice, device, mixed_precision), strict=choice != "auto")
 
 
 def restore_attention(model: nn.Module, implementation: str) -> None:

@@ -37,7 +37,7 @@ from tadistill.checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
-from tadistill.attention import resolve_attention, restore_attention, set_attention
+from tadistill.attention import restore_attention, use_attention
 from tadistill.compiling import compile_untapped
 from tadistill.config import RunConfig, dump_yaml, to_dict
 from tadistill.data import build_corpus
@@ -84,10 +84,9 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     if train.mixed_precision == "bf16":
         teacher.to(torch.bfloat16)
     teacher.to(accelerator.device)
-    attention = resolve_attention(train.attention, accelerator.device, train.mixed_precision)
-    strict = train.attention != "auto"  # auto leaves a model that cannot switch on its own kernel
-    set_attention(teacher, attention, strict)
-    saved_attention = set_attention(student, attention, strict)  # the exported student gets its own kernel back
+    use_attention(teacher, train.attention, accelerator.device, train.mixed_precision)
+    # the exported student gets its own kernel back
+    saved_attention = use_attention(student, train.attention, accelerator.device, train.mixed_precision)
     objectives = build_objectives(config.objectives, teacher=shape_of(teacher), student=shape_of(student))
     if objectives.needs_logits and not loaded.has_lm_head:  # its architectures said so, its weights do not
         raise ModelError(

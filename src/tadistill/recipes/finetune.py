@@ -31,7 +31,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from tadistill.attention import resolve_attention, restore_attention, set_attention
+from tadistill.attention import restore_attention, use_attention
 from tadistill.errors import ConfigError, ModelError, Problem
 from tadistill.evaluation.layouts import TaskData
 from tadistill.evaluation.metrics import average_sets, compute_metrics
@@ -113,7 +113,7 @@ def finetune(
     set_seed(seed)  # the new head's initialisation and the shuffling
     model = load_classifier(model_dir, task)
     # the kernel `train.attention: auto` picks for distilling (matmul on CPU in bf16), given back before saving
-    own_attention = set_attention(model, resolve_attention("auto", accelerator.device, precision), strict=False)
+    own_attention = use_attention(model, "auto", accelerator.device, precision)
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     train_loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, collate_fn=collate)
     eval_loaders = [DataLoader(split, batch_size=batch_size, collate_fn=collate) for split in data.evals.values()]
