@@ -7,6 +7,7 @@ checkpoints and `student/`, a plain Hugging Face model directory."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "distil a student from a teacher (resumable, multi-process via accelerate)"
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         distill(config, output, resume=args.resume, allow_config_change=args.allow_config_change)
     except TrainingStopped as stopped:
-        print(f"tadistill distill: {stopped}")
+        # one write per line: every rank prints this to the same pipe, and print's separate
+        # write of the newline let two ranks' lines run together
+        sys.stdout.write(f"tadistill distill: {stopped}\n")
+        sys.stdout.flush()
         return stopped.exit_code
     return 0
