@@ -98,3 +98,27 @@ def test_the_od_objective_gives_the_same_losses_with_either_kernel():
     for name in ("kl", "mlm"):
         assert torch.allclose(results["fused"][0][name], results["reference"][0][name], atol=1e-6)
     assert torch.allclose(results["fused"][1], results["reference"][1], atol=1e-6, rtol=1e-5)
+
+
+def test_without_grad_mode_the_losses_are_the_same_and_no_gradient_is_kept():
+    student, teacher, labels = logits(6)
+    with torch.no_grad():
+        kl, ce = output_kl.output_losses(student, teacher, labels, 2.0)
+    ref_kl, ref_ce = plain(student.detach(), teacher, labels, 2.0)
+    assert not kl.requires_grad and torch.allclose(kl, ref_kl, atol=1e-6) and torch.allclose(ce, ref_ce, atol=1e-6)
+
+
+def test_bf16_gradient_is_the_fp32_gradient_to_bf16_rounding():
+    """The KL's gradient is formed in forward and kept in bf16, then scaled and added to the
+    cross-entropy's in fp32: a rounding of the KL's part and one of the sum, each a relative
+    2^-8 at most, against the fp32 reference of the same bf16 values."""
+    student, teacher, labels = logits(7, rows=40, vocab=300)
+    student_bf16 = student.detach().bfloat16().requires_grad_()
+    kl, ce = output_kl.output_losses(student_bf16, teacher.bfloat16(), labels, 2.0)
+    (0.7 * kl + 0.4 * ce).backward()
+    reference = student_bf16.detach().float().requires_grad_()
+    ref_kl, ref_ce = plain(reference, teacher.bfloat16().float(), labels, 2.0)
+    (kl_part,) = torch.autograd.grad(0.7 * ref_kl, reference, retain_graph=True)
+    (0.7 * ref_kl + 0.4 * ref_ce).backward()
+    error = (student_bf16.grad.float() - reference.grad).abs()
+    assert torch.all(error <= 2**-8 * (reference.grad.abs() + kl_part.abs()) + 1e-9)
