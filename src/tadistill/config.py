@@ -110,7 +110,7 @@ class TrainConfig:
     adam_epsilon: float = 1e-6
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     max_grad_norm: float = 1.0
-    mixed_precision: str = "bf16"  # no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 (tadistill.precision)
     seed: int = 42
     log_every: int = 10
     save_every: int = 1000

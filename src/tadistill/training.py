@@ -12,9 +12,9 @@ from torch import nn
 from tadistill.attention import CHOICES as ATTENTION_CHOICES
 from tadistill.config import TrainConfig
 from tadistill.errors import Problem
+from tadistill.precision import CHOICES as MIXED_PRECISION
 from tadistill.registry import did_you_mean
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
 # accelerate's trackers a run can log to (metrics.jsonl is always written), and the package each needs
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "none": None}
 
@@ -71,7 +71,7 @@ def train_problems(train: TrainConfig) -> list[Problem]:
         problems.append(Problem("train.max_grad_norm", train.max_grad_norm, "must be > 0"))
     if train.mixed_precision not in MIXED_PRECISION:
         hint = did_you_mean(train.mixed_precision, MIXED_PRECISION)
-        problems.append(Problem("train.mixed_precision", train.mixed_precision, f"use no, bf16 or fp16.{hint}"))
+        problems.append(Problem("train.mixed_precision", train.mixed_precision, f"use auto, no, bf16 or fp16.{hint}"))
     if train.attention not in ATTENTION_CHOICES:
         hint = did_you_mean(train.attention, ATTENTION_CHOICES)
         problems.append(Problem("train.attention", train.attention, f"use one of {', '.join(ATTENTION_CHOICES)}.{hint}"))

@@ -26,7 +26,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive(int), default=32, help="per process (default: 32)")
     parser.add_argument("--max-seq-length", type=positive(int), default=128, help="tokens per example (default: 128)")
     parser.add_argument(
-        "--precision", choices=("bf16", "fp16", "no"), default="bf16", help="mixed precision (default: bf16)"
+        "--precision", choices=("auto", "bf16", "fp16", "no"), default="auto",
+        help="mixed precision; auto is bf16 where the device has bf16 matrix kernels, else no (default: auto)"
     )
 
 

@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=positive(float), default=1e-3, help="peak learning rate (default: 1e-3)")
     parser.add_argument("--batch-size", type=positive(int), default=32, help="blocks per step (default: 32)")
     parser.add_argument("--max-seq-length", type=positive(int), default=128, help="tokens per block (default: 128)")
-    parser.add_argument("--precision", choices=("bf16", "no"), default="bf16",
-                        help="autocast of the frozen encoder's forward (default: bf16)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "no"), default="auto",
+                        help="autocast of the frozen encoder's forward; auto is bf16 where the CPU has "
+                             "bf16 matrix kernels, else no (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="head init, held-out split and masks (default: 0)")
 
 

@@ -46,6 +46,7 @@ from tadistill.engine import Distiller
 from tadistill.errors import ConfigError, ModelError, TadistillError
 from tadistill.models import load_teacher, make_student, restore_dropout, save_student, shape_of
 from tadistill.objectives import build_objectives
+from tadistill.precision import resolve_precision, run_device, slow_bf16_warning
 from tadistill.report.card import write_model_card
 from tadistill.training import adamw, budget_spent, parameter_groups, total_steps, tracker_setup
 from tadistill.validation import validate_run
@@ -64,16 +65,20 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     train = config.train
     log_with, project, tracker_kwargs = tracker_setup(train.log_with, run_dir)
 
+    precision = resolve_precision(train.mixed_precision, run_device())  # auto: bf16 where it is fast
     accelerator = Accelerator(
         # on a machine without an accelerator, torchrun / accelerate launch processes run DDP on gloo
         cpu=not torch.accelerator.is_available(),
-        mixed_precision=train.mixed_precision,
+        mixed_precision=precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         log_with=log_with,
         project_dir=str(run_dir),
         # blocks above the deepest tapped layer (and an unused LM head) get no gradient
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    warning = slow_bf16_warning(precision, accelerator.device, "train.mixed_precision")
+    if warning and accelerator.is_main_process:
+        print(warning)
     checkpoint = _prepare_run_dir(accelerator, run_dir, config, resume, allow_config_change)
     set_seed(train.seed, device_specific=True)  # each process its own dropout (seed + process index)
 
@@ -81,12 +86,12 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
     loaded = load_teacher(config.teacher.path, config.teacher.revision, config.teacher.trust_remote_code)
     teacher, tokenizer = loaded.model, loaded.tokenizer
     student = make_student(teacher, config.student, train.seed)
-    if train.mixed_precision == "bf16":
+    if precision == "bf16":
         teacher.to(torch.bfloat16)
     teacher.to(accelerator.device)
-    use_attention(teacher, train.attention, accelerator.device, train.mixed_precision)
+    use_attention(teacher, train.attention, accelerator.device, precision)
     # the exported student gets its own kernel back
-    saved_attention = use_attention(student, train.attention, accelerator.device, train.mixed_precision)
+    saved_attention = use_attention(student, train.attention, accelerator.device, precision)
     objectives = build_objectives(config.objectives, teacher=shape_of(teacher), student=shape_of(student))
     if objectives.needs_logits and not loaded.has_lm_head:  # its architectures said so, its weights do not
         raise ModelError(
@@ -145,7 +150,7 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         accelerator.init_trackers(project, init_kwargs=tracker_kwargs)
 
     if accelerator.is_main_process:
-        print(_plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress))
+        print(_plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress, precision))
 
     metrics_file = run_dir / "metrics.jsonl"
     block_log = _BlockLog(run_dir, accelerator.process_index) if train.record_blocks else None
@@ -400,7 +405,7 @@ class _LogWindow:
         return record
 
 
-def _plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress) -> str:
+def _plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, progress, precision) -> str:
     t, s = shape_of(teacher), shape_of(student)
     t_params = sum(p.numel() for p in teacher.parameters())
     s_params = sum(p.numel() for p in student.parameters())
@@ -414,6 +419,7 @@ def _plan(config, teacher, student, objectives, corpus, tokens_per_step, steps, 
         *[f"    {_describe_objective(n, w, o)}" for n, w, o in zip(objectives.names, objectives.weights, objectives.objectives)],
         f"  budget    {steps} steps x {tokens_per_step:,} tokens/step = {steps * tokens_per_step:,} tokens"
         + (f" (max_tokens {config.train.max_tokens:,})" if config.train.max_tokens else ""),
+        f"  precision {precision}" + (" (train.mixed_precision auto)" if config.train.mixed_precision == "auto" else ""),
     ]
     if progress["step"]:
         lines.append(f"  resuming  from step {progress['step']} ({progress['tokens']:,} tokens seen)")

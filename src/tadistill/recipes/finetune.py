@@ -36,6 +36,7 @@ from tadistill.errors import ConfigError, ModelError, Problem
 from tadistill.evaluation.layouts import TaskData
 from tadistill.evaluation.metrics import average_sets, compute_metrics
 from tadistill.evaluation.tasks import Task
+from tadistill.precision import resolve_precision, run_device, slow_bf16_warning
 from tadistill.training import adamw, parameter_groups
 
 Metrics = dict[str, dict[str, float]]  # eval set name -> metric name -> value
@@ -98,7 +99,7 @@ def finetune(
     seed: int = 42,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
-    precision: str = "bf16",
+    precision: str = "auto",
     output_dir: str | Path | None = None,
     save_model: bool = False,
 ) -> Metrics:
@@ -108,7 +109,10 @@ def finetune(
     run; with `save_model` too, the fine-tuned model and tokenizer.
     """
     if precision == "bf16" and not is_bf16_available():
-        raise ConfigError([Problem("--precision", precision, "this device has no bf16 support; use fp16 or no")])
+        raise ConfigError([Problem("--precision", precision, "this device has no bf16 support; use auto, fp16 or no")])
+    precision = resolve_precision(precision, run_device())
+    if warning := slow_bf16_warning(precision, run_device(), "--precision"):
+        print(warning)
     accelerator = Accelerator(mixed_precision=precision)
     set_seed(seed)  # the new head's initialisation and the shuffling
     model = load_classifier(model_dir, task)

@@ -30,6 +30,7 @@ from tadistill.data import BlockCollator, PackedBlocks, build_corpus, corpus_pro
 from tadistill.errors import ConfigError, ModelError, Problem
 from tadistill.models import load_model_config
 from tadistill.paths import resolve_path
+from tadistill.precision import resolve_precision, slow_bf16_warning
 from tadistill.staging import staged_directory
 from tadistill.tables import render_text
 from tadistill.training import adamw, parameter_groups
@@ -48,7 +49,7 @@ def fit_head(
     batch_size: int = 32,
     max_seq_length: int = 128,
     mlm_probability: float = 0.15,
-    precision: str = "bf16",
+    precision: str = "auto",
     seed: int = 0,
 ) -> dict:
     """Fit a masked-LM head on the frozen `teacher`; returns (and writes to
@@ -90,6 +91,9 @@ def fit_head(
                                    "fitting needs at least 2 (one is held out)")])
     heldout, train = PackedBlocks(blocks.select(range(held))), PackedBlocks(blocks.select(range(held, len(blocks))))
     collate = BlockCollator(tokenizer, mlm_probability, seed)
+    precision = resolve_precision(precision, torch.device("cpu"))
+    if warning := slow_bf16_warning(precision, torch.device("cpu"), "--precision"):
+        print(warning)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
     def encode(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,8 +164,8 @@ def _setting_problems(steps: int, learning_rate: float, batch_size: int, precisi
             problems.append(Problem(key, value, "must be >= 1"))
     if not learning_rate > 0:
         problems.append(Problem("--learning-rate", learning_rate, "must be > 0"))
-    if precision not in ("bf16", "no"):
-        problems.append(Problem("--precision", precision, "use bf16 or no"))
+    if precision not in ("auto", "bf16", "no"):
+        problems.append(Problem("--precision", precision, "use auto, bf16 or no"))
     return problems
 
 

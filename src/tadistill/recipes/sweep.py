@@ -42,7 +42,7 @@ def run_sweep(
     seeds: int = 3,
     batch_size: int = 32,
     max_seq_length: int = 128,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> dict:
     """Run (or finish) the sweep of `model_dir` on `tasks` ("glue", "xnli" or "file" tasks);
     return and write its results. `load_data(task)` is called only for tasks with runs left."""

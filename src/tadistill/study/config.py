@@ -4,7 +4,7 @@
     name: my-study
     teacher: google-bert/bert-base-uncased   # as in a run config (`teacher: {path: ...}` too)
     data: {sources: [{path: corpus/*.txt}], max_seq_length: 128}
-    train: {batch_size: 32, max_steps: 20000, learning_rate: 6.0e-4, mixed_precision: bf16}
+    train: {batch_size: 32, max_steps: 20000, learning_rate: 6.0e-4, mixed_precision: auto}
     fit_head: {steps: 300}                   # optional: fit an MLM head first for methods that read logits
     students:
       - {name: 6x384, layers: 6, hidden: 384, heads: 12}          # a run config's `student` section + a name
@@ -76,7 +76,7 @@ class FinetuneGrid:
     seeds: int = 3
     batch_size: int = 32
     max_seq_length: int = 128
-    precision: str = "bf16"
+    precision: str = "auto"
 
 
 @dataclass
