@@ -110,8 +110,9 @@ def finetune(
     """
     if precision == "bf16" and not is_bf16_available():
         raise ConfigError([Problem("--precision", precision, "this device has no bf16 support; use auto, fp16 or no")])
-    precision = resolve_precision(precision, run_device())
-    if warning := slow_bf16_warning(precision, run_device(), "--precision"):
+    device = run_device()
+    precision = resolve_precision(precision, device)
+    if warning := slow_bf16_warning(precision, device, "--precision"):
         print(warning)
     accelerator = Accelerator(mixed_precision=precision)
     set_seed(seed)  # the new head's initialisation and the shuffling
