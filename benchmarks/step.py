@@ -44,7 +44,7 @@ from tadistill.allocator import tune_cpu_allocator
 from tadistill.attention import CHOICES as ATTENTION_CHOICES
 from tadistill.attention import use_attention
 from tadistill.arch import ModelShape, adapter_for
-from tadistill.engine import distill_losses, logit_positions, selected_logits
+from tadistill.engine import distill_losses, logit_positions, selected_logits, teacher_forward
 from tadistill.errors import ConfigError
 from tadistill.compiling import compile_untapped
 from tadistill.config import ObjectiveConfig
@@ -148,9 +148,7 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
 
     def floor():
         with autocast:
-            with torch.inference_mode():
-                teacher_tapped = forward_taps(teacher, objectives.teacher_taps, batch)
-                selected_logits(teacher, teacher_tapped, logit_mask)
+            teacher_forward(teacher, objectives, batch, logit_mask)  # as the step runs it
             tapped = forward_taps(student, objectives.student_taps, batch)
             total = sum(tensor.float().mean() for tensor in tapped.values())
             logits = selected_logits(student, tapped, logit_mask)  # (N, V) or None

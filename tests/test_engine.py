@@ -224,6 +224,23 @@ def test_lm_heads_run_only_for_od_and_only_on_the_positions_it_reads(bert_teache
     assert calls == [(real, teacher.config.vocab_size)] * 2 and real > masked
 
 
+def test_the_objectives_get_the_teachers_own_tensors_not_copies(bert_teacher_4l):
+    """od's (N, V) teacher logits are the step's largest tensor: the losses read the LM head's
+    output itself, which carries no graph, and the reference kernel can still save it."""
+    teacher, student = load_pair(bert_teacher_4l)
+    produced, received = [], []
+    adapter_for(teacher).lm_head_module(teacher).register_forward_hook(lambda m, args, out: produced.append(out))
+    specs = [("od", 1.0, {"alpha_mlm": 0.5, "kernel": "reference"}), ("hs", 1.0, {"mapping": "last"})]
+    objectives = build_objectives(objective_configs(specs), **shapes(teacher, student))
+    objectives.register_forward_pre_hook(lambda m, args: received.append(args[0]))
+    loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=make_batch(bert_teacher_4l, mlm=True))
+    loss.total.backward()  # the reference kernels save the teacher's tensors for backward
+    (step,) = received
+    assert step.teacher_logits.data_ptr() == produced[0].data_ptr()
+    for tensor in (step.teacher_logits, *step.teacher.values()):
+        assert not tensor.requires_grad and not tensor.is_inference()
+
+
 def test_od_defaults_to_soft_targets_on_every_real_token(bert_teacher_4l):
     teacher, student = load_pair(bert_teacher_4l, student_hidden=64, student_heads=4)
     student.eval()

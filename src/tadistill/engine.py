@@ -1,7 +1,7 @@
 """The forward core of one distillation step: teacher and student forwards, then the losses.
 
 The objectives declare the tensors they read; from that the step derives the least work:
-- the teacher runs under `inference_mode` and stops as soon as its last tapped tensor is
+- the teacher runs under `no_grad` and stops as soon as its last tapped tensor is
   computed (a hook ends the forward, see `tadistill.taps`), so a MiniLMv2 step never runs
   the teacher's last FFN, nor the blocks above an upper-middle teacher layer;
 - the student stops the same way: blocks past its last tapped tensor would get no gradient;
@@ -37,13 +37,7 @@ def distill_losses(*, teacher: nn.Module, student: nn.Module, objectives: Object
     objectives need MLM masking.
     """
     logit_mask = logit_positions(objectives.logit_positions, batch)  # (B, n) bool or None
-    with torch.inference_mode():
-        teacher_tensors = forward_taps(teacher, objectives.teacher_taps, batch)
-        teacher_logits = selected_logits(teacher, teacher_tensors, logit_mask)
-    # inference tensors cannot be saved for backward: the losses get ordinary copies
-    teacher_tensors = {tap: tensor.clone() for tap, tensor in teacher_tensors.items()}
-    teacher_logits = teacher_logits.clone() if teacher_logits is not None else None
-
+    teacher_tensors, teacher_logits = teacher_forward(teacher, objectives, batch, logit_mask)
     student_tensors = forward_taps(student, objectives.student_taps, batch)
     step = StepTensors(
         teacher=teacher_tensors,
@@ -71,6 +65,19 @@ class Distiller(nn.Module):
 
     def forward(self, teacher: nn.Module, batch: Mapping[str, Tensor]) -> Loss:
         return distill_losses(teacher=teacher, student=self.student, objectives=self.objectives, batch=batch)
+
+
+def teacher_forward(teacher: nn.Module, objectives: Objectives, batch: Mapping[str, Tensor],
+                    logit_mask: Tensor | None) -> tuple[dict[Tap, Tensor], Tensor | None]:
+    """The teacher's tapped tensors and its logits at `logit_mask` ((N, V) or None), without grad.
+
+    `no_grad` rather than `inference_mode`: inference tensors cannot be saved for backward, so
+    the losses would need copies of them, and od's (N, V) teacher logits are the step's
+    largest tensor (3,000 x 30,522 is 370 MB in fp32).
+    """
+    with torch.no_grad():
+        tensors = forward_taps(teacher, objectives.teacher_taps, batch)
+        return tensors, selected_logits(teacher, tensors, logit_mask)
 
 
 def logit_positions(positions: str | None, batch: Mapping[str, Tensor]) -> Tensor | None:
