@@ -5,7 +5,8 @@ heads, 30522 vocab) and a 6L-384 student with 12 heads. A step is `distill_losse
 backward (no optimizer: it is the same for every objective). The *floor* of an objective
 is what no loss can avoid: the teacher forward up to the same stop point and the student
 forward/backward up to the same tapped tensors (for od, the LM heads on the positions it
-reads, as the step computes them), with a trivial loss (the mean of the tapped tensors)
+reads, as the step computes them; for TinyBERT's scores, Q and K where the attention kernel
+does not hand the scores over), with a trivial loss (the mean of the tapped tensors)
 instead of relation matrices, projections or KL sums.
 
 Each objective runs in a fresh process which alternates step and floor and keeps the
@@ -42,14 +43,14 @@ from transformers import BertConfig, BertForMaskedLM
 
 from tadistill.allocator import tune_cpu_allocator
 from tadistill.attention import CHOICES as ATTENTION_CHOICES
-from tadistill.attention import use_attention
+from tadistill.attention import reports_scores, use_attention
 from tadistill.arch import ModelShape, adapter_for
 from tadistill.engine import distill_losses, logit_positions, selected_logits, teacher_forward
 from tadistill.errors import ConfigError
 from tadistill.compiling import compile_untapped
 from tadistill.config import ObjectiveConfig
 from tadistill.objectives import build_objectives, objective_problems
-from tadistill.taps import forward_taps
+from tadistill.taps import Tap, forward_taps
 
 # one representative configuration per objective family (case name -> objective, options)
 FAMILIES = {
@@ -59,7 +60,8 @@ FAMILIES = {
     "minilmv2": ("minilmv2", {"relation_heads": 48}),
     "minilmv2-reference": ("minilmv2", {"relation_heads": 48, "kernel": "reference"}),
     "minilm": ("minilm", {}),
-    "tinybert": ("tinybert", {}),
+    "tinybert": ("tinybert", {}),  # kernel auto: the models' own scores (no product on the matmul kernel)
+    "tinybert-fused": ("tinybert", {"kernel": "fused"}),  # scores formed from Q/K in one product
     "tinybert-reference": ("tinybert", {"kernel": "reference"}),
     "direct-minilm": ("direct-minilm", {}),
 }
@@ -146,10 +148,12 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
 
     logit_mask = logit_positions(objectives.logit_positions, batch)  # (B, n) or None: od's selected positions
 
+    teacher_taps, student_taps = floor_taps(teacher, objectives.teacher_taps), floor_taps(student, objectives.student_taps)
+
     def floor():
         with autocast:
-            teacher_forward(teacher, objectives, batch, logit_mask)  # as the step runs it
-            tapped = forward_taps(student, objectives.student_taps, batch)
+            teacher_forward(teacher, teacher_taps, batch, logit_mask)  # as the step runs it
+            tapped = forward_taps(student, student_taps, batch)
             total = sum(tensor.float().mean() for tensor in tapped.values())
             logits = selected_logits(student, tapped, logit_mask)  # (N, V) or None
             if logits is not None:
@@ -187,6 +191,15 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
         "floor_peak_mib": peak_mib["floor"],
         "step_peak_mib": peak_mib["step"],
     }
+
+
+def floor_taps(model: torch.nn.Module, taps: set[Tap]) -> set[Tap]:
+    """What a floor reads: a `scores` tap the model's attention kernel does not hand over is
+    formed from Q and K by the taps, which is the loss's work; the floor reads Q and K instead."""
+    if reports_scores(model):
+        return set(taps)
+    formed = {tap.layer for tap in taps if tap.kind == "scores"}
+    return {tap for tap in taps if tap.kind != "scores"} | {Tap(kind, layer) for layer in formed for kind in ("query", "key")}
 
 
 def _peak_rss_mib() -> float:

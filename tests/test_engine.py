@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
 
 from tadistill import losses
 from tadistill.arch import adapter_for
+from tadistill.attention import MATMUL, set_attention
 from tadistill.engine import Distiller, distill_losses
 from tadistill.errors import DataError, ModelError
 from tadistill.objectives import build_objectives
@@ -202,6 +203,29 @@ def test_tinybert_minilm_and_direct_minilm_read_the_layers_they_declare(bert_tea
 
 def _count_head_calls(model, calls: list):
     adapter_for(model).lm_head_module(model).register_forward_hook(lambda m, args, out: calls.append(tuple(out.shape)))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", MATMUL])
+def test_tinybert_on_the_models_own_scores_equals_the_qk_reference(teacher_dir, attention):
+    """kernel "scores" reads the matmul kernel's scores (sdpa: formed from Q/K by the taps): the
+    same loss and student gradients as the plain fp32 loss from Q/K, padding included."""
+    teacher, student = load_pair(teacher_dir, student_hidden=32, student_heads=4)
+    for model in (teacher, student):
+        set_attention(model, attention)
+    batch = make_batch(teacher_dir, mlm=False)
+    results = []
+    for kernel in ("scores", "reference"):
+        torch.manual_seed(0)
+        objectives = build_objectives(objective_configs([("tinybert", 1.0, {"kernel": kernel})]), **shapes(teacher, student))
+        student.zero_grad()
+        loss = distill_losses(teacher=teacher, student=student, objectives=objectives, batch=batch)
+        loss.total.backward()
+        results.append((loss.parts["tinybert/attention"], [p.grad.clone() for p in student.parameters() if p.grad is not None]))
+    (scores_loss, scores_grads), (reference_loss, reference_grads) = results
+    torch.testing.assert_close(scores_loss, reference_loss, atol=1e-6, rtol=1e-6)
+    assert len(scores_grads) == len(reference_grads) > 0
+    for got, expected in zip(scores_grads, reference_grads):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
 
 
 def test_lm_heads_run_only_for_od_and_only_on_the_positions_it_reads(bert_teacher_4l):

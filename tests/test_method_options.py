@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tadistill.arch import ModelShape
-from tadistill.objectives import StepTensors, build_objectives
-from tadistill.taps import Tap
+from tadistill.objectives import StepTensors, build_objectives, objective_problems
+from tadistill.taps import Tap, projection_scores
 from tiny import objective_configs
 
 TEACHER = ModelShape(layers=4, hidden=8, heads=2, intermediate=16, vocab_size=11)
@@ -24,11 +24,15 @@ def random_step(teacher=TEACHER, student=STUDENT, mask=MASK) -> StepTensors:
     batch, tokens = mask.shape
 
     def tensors(shape, requires_grad):
-        return {
+        tapped = {
             Tap(kind, layer): torch.randn(batch, tokens, shape.hidden, generator=generator, requires_grad=requires_grad)
             for kind in ("hidden", "query", "key", "value")
             for layer in range(0 if kind == "hidden" else 1, shape.layers + 1)
         }
+        scores = {Tap("scores", layer): projection_scores(tapped[Tap("query", layer)], tapped[Tap("key", layer)],
+                                                          shape.heads)  # as the taps form them from Q/K
+                  for layer in range(1, shape.layers + 1)}
+        return tapped | scores
 
     return StepTensors(teacher=tensors(teacher, False), student=tensors(student, True), attention_mask=mask)
 
@@ -200,3 +204,17 @@ def test_tinybert_shares_one_hidden_projection_across_layers_as_the_paper():
     torch.testing.assert_close(loss.parts["tinybert/embeddings"], embeddings)
     per_layer = build("tinybert", {"heads": 2, "projection_sharing": "pair"}).objectives[0]
     assert len(per_layer.hidden.projections) == 2
+
+
+def test_tinybert_reads_the_models_own_scores_where_the_head_counts_allow():
+    """kernel auto: "scores" when `heads` is both models' head count, else "fused" from Q/K;
+    "scores" with other heads is a problem naming the key, found before any compute."""
+    (auto,) = build("tinybert", {}).objectives
+    assert auto.kernel == "scores" and {Tap("scores", 1), Tap("scores", 2)} <= auto.student_taps
+    assert not any(tap.kind in ("query", "key") for tap in auto.student_taps | auto.teacher_taps)
+    (split,) = build("tinybert", {"heads": 1}).objectives  # one head over the whole width: not the models' own
+    assert split.kernel == "fused" and Tap("query", 1) in split.student_taps
+    problems = objective_problems(objective_configs([("tinybert", 1.0, {"heads": 1, "kernel": "scores"})]),
+                                  teacher=TEACHER, student=STUDENT, teacher_has_lm_head=True)
+    assert [(p.key, p.value) for p in problems] == [("objectives.0.kernel", "scores")]
+    assert "2 teacher and 2 student heads, not heads 1" in problems[0].message

@@ -1,4 +1,4 @@
-"""TinyBERT's attention-score MSE kernels (`tadistill.score_mse`: fused, blocked) against the plain
+"""TinyBERT's attention-score MSE kernels (`tadistill.score_mse`: fused, blocked, tapped scores) against the plain
 loss written out here: value and gradients to 1e-6 in fp32, with right and left padding, a hole,
 an all-padding sequence, a fully masked batch and unequal widths; the fused kernel in bf16 within
 bf16's precision."""
@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from tadistill import losses
+from tadistill.score_mse import tapped_score_mse
+from tadistill.taps import projection_scores
 
 
 def plain_score_mse(sq, sk, tq, tk, mask, heads):
@@ -94,3 +96,44 @@ def test_fused_in_bf16_keeps_bf16_precision_and_dtype_under_autocast():
         assert got.dtype == torch.bfloat16
         assert (got.float() - expected).norm() < 2e-2 * expected.norm()
         assert got[mask == 0].abs().max() == 0
+
+
+def scores_of(q, k, heads):
+    return projection_scores(q, k, heads)  # (B, A, n, n), as the taps form them
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_the_tapped_scores_kernel_equals_the_plain_loss_and_its_gradients(mask_name):
+    mask = MASKS[mask_name]
+    (sq, sk), (tq, tk) = tensors(0)
+    loss = tapped_score_mse(scores_of(sq, sk, 2), scores_of(tq, tk, 2), mask)
+    plain = plain_score_mse(sq, sk, tq, tk, mask, 2)
+    assert torch.allclose(loss, plain, atol=1e-6, rtol=1e-6)
+    for got, expected in zip(torch.autograd.grad(loss, (sq, sk)), torch.autograd.grad(plain, (sq, sk))):
+        assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5)
+        assert got[mask == 0].abs().max() == 0
+
+
+def test_the_tapped_scores_kernel_on_a_fully_masked_batch_and_a_trainable_teacher():
+    (sq, sk), (tq, tk) = tensors(1)
+    loss = tapped_score_mse(scores_of(sq, sk, 2), scores_of(tq, tk, 2), torch.zeros(4, 6))
+    assert loss.item() == 0.0 and loss.requires_grad
+    assert torch.autograd.grad(loss, sq)[0].abs().max() == 0
+    with pytest.raises(ValueError, match="frozen teacher"):
+        tapped_score_mse(scores_of(sq, sk, 2), scores_of(sq, sk, 2), torch.ones(4, 6))
+
+
+def test_the_tapped_scores_kernel_takes_bf16_scores_and_gives_a_bf16_gradient():
+    g = torch.Generator().manual_seed(4)
+    student = torch.randn(2, 4, 16, 16, generator=g).bfloat16().requires_grad_()
+    teacher = torch.randn(2, 4, 16, 16, generator=g).bfloat16()
+    mask = torch.ones(2, 16)
+    mask[1, 9:] = 0
+    exact = student.detach().float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = tapped_score_mse(student, teacher, mask)
+    real = mask.bool()[:, None, :, None] & mask.bool()[:, None, None, :]  # (B, 1, n, n) real pairs
+    plain = (exact - teacher.float()).pow(2).masked_select(real).sum() / (4 * real.sum())
+    assert loss.dtype == torch.float32 and torch.allclose(loss, plain, rtol=1e-6)  # the difference is taken in fp32
+    (got,), (expected,) = torch.autograd.grad(loss, student), torch.autograd.grad(plain, exact)
+    assert got.dtype == torch.bfloat16 and (got.float() - expected).norm() < 2**-7 * expected.norm()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from tiny import FAMILIES
+from torch.utils.flop_counter import FlopCounterMode
 
+from tadistill import attention
 from tadistill.arch import adapter_for
+from tadistill.attention import MATMUL, set_attention
 from tadistill.errors import ModelError
 from tadistill.taps import Tap, capture, forward_taps
 
@@ -122,3 +125,35 @@ def test_base_model_without_lm_head_is_tapped_the_same_way():
         from_masked_lm = forward_taps(masked_lm, [Tap("value", 4)], batch)
         from_base = forward_taps(base, [Tap("value", 4)], batch)
     torch.testing.assert_close(from_masked_lm[Tap("value", 4)], from_base[Tap("value", 4)])
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_scores_are_the_kernels_own_on_matmul_and_formed_from_qk_elsewhere(family):
+    """Q K^T / sqrt(d_head) per head, (B, A, n, n), before the padding mask, on either kernel."""
+    model, batch = tiny_model(family), tiny_batch()
+    taps = [Tap("scores", 2), Tap("query", 2), Tap("key", 2)]
+    with torch.no_grad():
+        on_sdpa = forward_taps(model, taps, batch)
+        set_attention(model, MATMUL)
+        on_matmul = forward_taps(model, taps, batch)
+    q, k = (on_sdpa[Tap(kind, 2)].view(3, 10, 4, 16).transpose(1, 2) for kind in ("query", "key"))  # (B, A, n, d)
+    by_hand = q @ k.transpose(-1, -2) / 4.0  # sqrt(16)
+    assert on_sdpa[Tap("scores", 2)].shape == (3, 4, 10, 10)
+    torch.testing.assert_close(on_sdpa[Tap("scores", 2)], by_hand)
+    torch.testing.assert_close(on_matmul[Tap("scores", 2)], by_hand)
+    assert _hook_count(model) == 0 and not attention._score_listeners  # nothing left behind
+
+
+def test_on_matmul_a_scores_tap_costs_no_product():
+    model, batch = tiny_model("bert"), tiny_batch()
+    set_attention(model, MATMUL)
+
+    def flops(taps) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            forward_taps(model, taps, batch)
+        return counter.get_total_flops()
+
+    plain = flops([Tap("hidden", 3)])
+    assert flops([Tap("scores", 2), Tap("scores", 3), Tap("hidden", 3)]) == plain
+    set_attention(model, "sdpa")  # no scores to hand over: they are formed from Q/K, which the counter sees
+    assert flops([Tap("scores", 2), Tap("hidden", 3)]) == flops([Tap("hidden", 3)]) + 2 * 3 * 4 * 10 * 10 * 16

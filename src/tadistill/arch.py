@@ -105,6 +105,11 @@ class ArchAdapter:
         block = self.layer(model, index)
         return AttentionProjections(_get(block, self.query), _get(block, self.key), _get(block, self.value))
 
+    def attention_module(self, model: nn.Module, index: int) -> nn.Module:
+        """The self-attention of block `index`: the module that holds its query projection, and
+        the one the models hand their attention kernel (transformers' `AttentionInterface`)."""
+        return _get(self.layer(model, index), self.query.rpartition(".")[0])
+
     def embedding_module(self, model: nn.Module) -> nn.Module:
         return _get(model.base_model, self.embeddings)
 

@@ -14,9 +14,15 @@ accumulated in fp32 by the kernel), except that the padding mask is filled into 
 scores instead of added in fp32. transformers never writes the implementation into a saved
 config, so a distilled model never depends on tadistill to load; `restore_attention` also gives
 the in-memory model its own kernel back before it is saved and handed on.
+
+`matmul` also hands its scores to whoever listens on the module (`listen_to_scores`): a
+`scores` tap (`tadistill.taps`) reads them there instead of computing Q K^T a second time.
 """
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +33,8 @@ from tadistill.errors import ModelError
 
 MATMUL = "tadistill_matmul"
 CHOICES = ("auto", "sdpa", "eager", "matmul")
+# attention module -> the callback `matmul_attention` hands that module's scores to
+_score_listeners: weakref.WeakKeyDictionary[nn.Module, Callable[[Tensor], None]] = weakref.WeakKeyDictionary()
 
 
 def matmul_attention(
@@ -42,6 +50,9 @@ def matmul_attention(
     """Softmax(Q K^T * scaling) V over (B, H, n, d) inputs; returns (B, n, H, d) and the probabilities."""
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query * scaling, key.transpose(-1, -2))  # (B, H, n_q, n_k)
+    listener = _score_listeners.get(module)
+    if listener is not None:
+        listener(scores)  # the mask below makes a new tensor: the listener's stays as it is
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # SDPA's mask: True = attend, (B, 1, n_q, n_k)
             # finfo.min, not -inf: a row with no key left gives uniform weights, never NaN
@@ -56,6 +67,18 @@ def matmul_attention(
 
 AttentionInterface.register(MATMUL, matmul_attention)
 AttentionMaskInterface.register(MATMUL, sdpa_mask)
+
+
+def reports_scores(model: nn.Module) -> bool:
+    """Whether `model` runs the `matmul` kernel, which hands its scores to `listen_to_scores`."""
+    return model.config._attn_implementation == MATMUL
+
+
+def listen_to_scores(module: nn.Module, callback: Callable[[Tensor], None]) -> Callable[[], None]:
+    """Have `matmul_attention` call `callback` with the scores it computes for the attention
+    `module`, scaled and before the padding mask, (B, H, n, n); returns what stops it."""
+    _score_listeners[module] = callback
+    return lambda: _score_listeners.pop(module, None)
 
 
 def resolve_attention(choice: str, device: torch.device, mixed_precision: str) -> str | None:

@@ -16,7 +16,7 @@ projections) as one module for accelerate/DDP and calls it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,7 @@ def distill_losses(*, teacher: nn.Module, student: nn.Module, objectives: Object
     objectives need MLM masking.
     """
     logit_mask = logit_positions(objectives.logit_positions, batch)  # (B, n) bool or None
-    teacher_tensors, teacher_logits = teacher_forward(teacher, objectives, batch, logit_mask)
+    teacher_tensors, teacher_logits = teacher_forward(teacher, objectives.teacher_taps, batch, logit_mask)
     student_tensors = forward_taps(student, objectives.student_taps, batch)
     step = StepTensors(
         teacher=teacher_tensors,
@@ -67,16 +67,16 @@ class Distiller(nn.Module):
         return distill_losses(teacher=teacher, student=self.student, objectives=self.objectives, batch=batch)
 
 
-def teacher_forward(teacher: nn.Module, objectives: Objectives, batch: Mapping[str, Tensor],
+def teacher_forward(teacher: nn.Module, taps: Iterable[Tap], batch: Mapping[str, Tensor],
                     logit_mask: Tensor | None) -> tuple[dict[Tap, Tensor], Tensor | None]:
-    """The teacher's tapped tensors and its logits at `logit_mask` ((N, V) or None), without grad.
+    """The teacher's `taps` and its logits at `logit_mask` ((N, V) or None), without grad.
 
     `no_grad` rather than `inference_mode`: inference tensors cannot be saved for backward, so
     the losses would need copies of them, and od's (N, V) teacher logits are the step's
     largest tensor (3,000 x 30,522 is 370 MB in fp32).
     """
     with torch.no_grad():
-        tensors = forward_taps(teacher, objectives.teacher_taps, batch)
+        tensors = forward_taps(teacher, taps, batch)
         return tensors, selected_logits(teacher, tensors, logit_mask)
 
 

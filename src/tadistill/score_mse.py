@@ -16,6 +16,11 @@ square and the pair mask. The teacher is frozen (no gradient flows to it).
 - "blocked": one sequence at a time on its L real tokens, D (A, L, L) staying in cache; forward
   keeps nothing but the loss and backward recomputes D. The least memory; on CPU its many small
   products are slower than one big one.
+
+`tapped_score_mse` ("scores") takes the scores themselves, (B, A, n, n) `scores` taps
+(`tadistill.taps`): on the `matmul` attention kernel the models hand over the scores they
+compute anyway, so the loss forms no product at all, and its gradient joins the student's own
+score gradient before the attention's Q K^T backward, which runs once for both.
 """
 
 from __future__ import annotations
@@ -134,3 +139,33 @@ def blocked_score_mse(student_query: Tensor, student_key: Tensor, teacher_query:
     tokens = _real_tokens(attention_mask.bool())
     denominator = _denominator(attention_mask, heads)
     return _ScoreMSE.apply(student_query, student_key, teacher_query, teacher_key, heads, tokens, denominator)
+
+
+class _TappedScoreMSE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, student_scores, teacher_scores, token_mask, denominator):
+        difference = student_scores.to(torch.float32, copy=True).sub_(teacher_scores)  # (B, A, n, n), fp32
+        real = token_mask.to(difference.dtype)
+        difference.mul_(real[:, None, :, None]).mul_(real[:, None, None, :])  # padding pairs out
+        flat = difference.view(-1)
+        loss = torch.dot(flat, flat) / denominator
+        # dL/dS_S = 2 D / denominator, kept in the scores' dtype: backward only scales it
+        ctx.save_for_backward(difference.mul_(2 / denominator).to(student_scores.dtype))
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output.to(grad.dtype), None, None, None
+
+
+def tapped_score_mse(student_scores: Tensor, teacher_scores: Tensor, attention_mask: Tensor) -> Tensor:
+    """The loss of `losses.attention_score_mse` from the scores, (B, A, n, n) each, of the models'
+    own heads: the mean over heads and real (query, key) pairs of (S_S - S_T)^2, in fp32."""
+    if teacher_scores.requires_grad:
+        raise ValueError("the tapped score MSE takes a frozen teacher")
+    heads = student_scores.shape[1]
+    with torch.autocast(student_scores.device.type, enabled=False):
+        return _TappedScoreMSE.apply(student_scores, teacher_scores, attention_mask.bool(),
+                                     _denominator(attention_mask, heads))

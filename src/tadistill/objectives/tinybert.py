@@ -11,6 +11,7 @@ from torch import Tensor
 from tadistill.arch import ModelShape
 from tadistill.errors import Problem
 from tadistill.losses import attention_score_mse
+from tadistill.score_mse import tapped_score_mse
 from tadistill.mapping import LayerMap, layer_map
 from tadistill.objectives.attention import common_heads_problems
 from tadistill.objectives.base import (
@@ -28,8 +29,10 @@ from tadistill.objectives.hidden import HiddenStates
 from tadistill.taps import Tap
 
 
-def _query_key_taps(layers) -> set[Tap]:
-    return {Tap(kind, layer) for layer in layers for kind in ("query", "key")}
+def _attention_taps(layers, kernel: str) -> set[Tap]:
+    """The models' own scores for kernel "scores"; otherwise the Q/K the loss forms them from."""
+    kinds = ("scores",) if kernel == "scores" else ("query", "key")
+    return {Tap(kind, layer) for layer in layers for kind in kinds}
 
 
 class TinyBERT(Objective):
@@ -49,12 +52,12 @@ class TinyBERT(Objective):
         teacher_width: int,
         projection_mode: str,
         projection_sharing: str,
-        kernel: str = "fused",
+        kernel: str = "scores",
     ):
         widths = {"student_width": student_width, "teacher_width": teacher_width, "projection_mode": projection_mode}
         hidden = HiddenStates(layer_pairs, "mse", reduction=reduction, projection_sharing=projection_sharing, **widths)
-        teacher_taps = hidden.teacher_taps | _query_key_taps(t for _, ts in layer_pairs for t in ts)
-        student_taps = hidden.student_taps | _query_key_taps(s for s, _ in layer_pairs)
+        teacher_taps = hidden.teacher_taps | _attention_taps((t for _, ts in layer_pairs for t in ts), kernel)
+        student_taps = hidden.student_taps | _attention_taps((s for s, _ in layer_pairs), kernel)
         embedding = None
         if embeddings:
             embedding = HiddenStates([(0, (0,))], "mse", **widths)
@@ -74,20 +77,22 @@ class TinyBERT(Objective):
         return Loss(total=sum(parts.values()), parts=parts)
 
     def _attention_loss(self, step: StepTensors) -> Tensor:
-        per_student_layer = []
-        for student_layer, teacher_layers in self.layer_pairs:
-            student_q, student_k = step.student[Tap("query", student_layer)], step.student[Tap("key", student_layer)]
-            losses = [
-                attention_score_mse(
-                    student_query=student_q, student_key=student_k, teacher_query=step.teacher[Tap("query", t)],
-                    teacher_key=step.teacher[Tap("key", t)], attention_mask=step.attention_mask, heads=self.heads,
-                    kernel=self.kernel,
-                )
-                for t in teacher_layers
-            ]
-            per_student_layer.append(torch.stack(losses).mean())
+        per_student_layer = [
+            torch.stack([self._score_mse(step, student_layer, t) for t in teacher_layers]).mean()
+            for student_layer, teacher_layers in self.layer_pairs
+        ]
         stacked = torch.stack(per_student_layer)
         return stacked.sum() if self.reduction == "sum" else stacked.mean()
+
+    def _score_mse(self, step: StepTensors, student_layer: int, teacher_layer: int) -> Tensor:
+        if self.kernel == "scores":  # (B, A, n, n) each
+            student, teacher = step.student[Tap("scores", student_layer)], step.teacher[Tap("scores", teacher_layer)]
+            return tapped_score_mse(student, teacher, step.attention_mask)
+        return attention_score_mse(
+            student_query=step.student[Tap("query", student_layer)], student_key=step.student[Tap("key", student_layer)],
+            teacher_query=step.teacher[Tap("query", teacher_layer)], teacher_key=step.teacher[Tap("key", teacher_layer)],
+            attention_mask=step.attention_mask, heads=self.heads, kernel=self.kernel,
+        )
 
 
 @OBJECTIVES.register("tinybert")
@@ -106,9 +111,12 @@ class TinyBERTOptions(ObjectiveOptions):
     reduction: "sum" adds the attention and the hidden losses over the mapped layers
         (TinyBERT), "mean" averages them (tadistill's earlier default).
     kernel: how the attention-score MSE is computed, the same loss each way (tadistill.score_mse):
-        "fused" the whole batch with a closed-form backward, its products in the taps' dtype
-        (the fastest measured); "reference" plain autograd in fp32; "blocked" a sequence at a
-        time on its real tokens in fp32, keeping no (B, A, n, n) tensor.
+        "scores" reads the models' own scores (`scores` taps: on the matmul attention kernel,
+        `train.attention`, no product is formed a second time; on others they are formed from
+        Q/K), which needs `heads` to be both models' head count; "fused" forms them from Q/K,
+        the whole batch with a closed-form backward, its products in the taps' dtype;
+        "reference" plain autograd in fp32; "blocked" a sequence at a time on its real tokens
+        in fp32, keeping no (B, A, n, n) tensor. "auto" is "scores" where it applies, else "fused".
     """
 
     mapping: str = "uniform"
@@ -118,14 +126,27 @@ class TinyBERTOptions(ObjectiveOptions):
     projection: ProjectionMode = "auto"
     projection_sharing: ProjectionSharing = "shared"
     reduction: Literal["sum", "mean"] = "sum"
-    kernel: Literal["fused", "reference", "blocked"] = "fused"
+    kernel: Literal["auto", "scores", "fused", "reference", "blocked"] = "auto"
 
     def problems(self, *, teacher: ModelShape, student: ModelShape, teacher_has_lm_head: bool) -> list[Problem]:
         return (
             mapping_problems(self.mapping, self.pairs, teacher=teacher, student=student)
             + common_heads_problems(self.heads, "tinybert", teacher=teacher, student=student)
             + projection_problems(self.projection, student=student, teacher=teacher)
+            + self._kernel_problems(teacher=teacher, student=student)
         )
+
+    def _kernel_problems(self, *, teacher: ModelShape, student: ModelShape) -> list[Problem]:
+        heads = self.heads or teacher.heads
+        if self.kernel != "scores" or heads == teacher.heads == student.heads:
+            return []
+        return [Problem("kernel", "scores", f"reads the models' own attention scores, of {teacher.heads} teacher "
+                        f"and {student.heads} student heads, not heads {heads}; use kernel fused")]
+
+    def _resolved_kernel(self, *, teacher: ModelShape, student: ModelShape) -> str:
+        if self.kernel != "auto":
+            return self.kernel
+        return "scores" if (self.heads or teacher.heads) == teacher.heads == student.heads else "fused"
 
     def build(self, *, teacher: ModelShape, student: ModelShape) -> TinyBERT:
         return TinyBERT(
@@ -137,5 +158,5 @@ class TinyBERTOptions(ObjectiveOptions):
             teacher_width=teacher.hidden,
             projection_mode=self.projection,
             projection_sharing=self.projection_sharing,
-            kernel=self.kernel,
+            kernel=self._resolved_kernel(teacher=teacher, student=student),
         )
