@@ -60,7 +60,8 @@ FAMILIES = {
     "minilmv2": ("minilmv2", {"relation_heads": 48}),
     "minilmv2-reference": ("minilmv2", {"relation_heads": 48, "kernel": "reference"}),
     "minilm": ("minilm", {}),
-    "tinybert": ("tinybert", {}),  # kernel auto: the models' own scores (no product on the matmul kernel)
+    "tinybert": ("tinybert", {}),  # kernel auto: on the matmul kernel its own scores, else fused
+    "tinybert-scores": ("tinybert", {"kernel": "scores"}),  # the models' scores (on sdpa formed from Q/K)
     "tinybert-fused": ("tinybert", {"kernel": "fused"}),  # scores formed from Q/K in one product
     "tinybert-reference": ("tinybert", {"kernel": "reference"}),
     "direct-minilm": ("direct-minilm", {}),
@@ -128,12 +129,12 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
     student = build_model(*args.student).train()
     if precision == "bf16":
         teacher.to(torch.bfloat16)  # a frozen teacher is kept in bf16, as the distill recipe does
+    for model in (teacher, student):  # as the distill recipe does, before the objectives are built
+        use_attention(model, args.attention, torch.device(device), "bf16" if precision == "bf16" else "no")
     shapes = [adapter_for(model).shape(model.config) for model in (teacher, student)]
     name, options = FAMILIES[objective]
     objectives = build_objectives([ObjectiveConfig(name, 1.0, options)], teacher=shapes[0], student=shapes[1])
     teacher.to(device), student.to(device), objectives.to(device)
-    for model in (teacher, student):  # as the distill recipe does
-        use_attention(model, args.attention, torch.device(device), "bf16" if precision == "bf16" else "no")
     if args.compile:  # compiled at the first (warm-up) run, as in the distill recipe
         compile_untapped(teacher, objectives.teacher_taps)
         compile_untapped(student, objectives.student_taps)

@@ -8,8 +8,11 @@ import pytest
 import torch
 from transformers import AttentionInterface, AutoModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-from tadistill.attention import MATMUL, matmul_attention, resolve_attention, restore_attention, set_attention
+from tadistill.attention import MATMUL, matmul_attention, resolve_attention, restore_attention, set_attention, use_attention
 from tadistill.cli import main
+from tadistill.config import ObjectiveConfig
+from tadistill.models import shape_of
+from tadistill.objectives import build_objectives
 from tadistill.errors import ModelError
 from tiny import make_sentences
 
@@ -201,3 +204,19 @@ def test_the_recipe_trains_on_the_chosen_kernel_and_saves_the_student_on_its_own
         for a, b in zip(students["sdpa"].state_dict().values(), students["matmul"].state_dict().values())
     ]
     assert 0 < max(differences) < 0.05
+
+
+def test_tinybert_reads_the_kernels_scores_once_the_models_run_matmul():
+    """The distill recipe switches the kernels, then builds the objectives from the models' shapes:
+    on matmul (auto's pick on CPU in bf16) tinybert's auto kernel reads the kernel's scores."""
+    teacher, student = tiny_bert(), tiny_bert()
+    config = [ObjectiveConfig("tinybert", 1.0, {})]
+
+    def kernel() -> str:
+        (tinybert,) = build_objectives(config, teacher=shape_of(teacher), student=shape_of(student)).objectives
+        return tinybert.kernel
+
+    assert kernel() == "fused"  # SDPA forms no scores to hand over
+    for model in (teacher, student):
+        use_attention(model, "auto", torch.device("cpu"), "bf16")
+    assert shape_of(student).kernel_scores and kernel() == "scores"

@@ -6,6 +6,8 @@ input masking. References use plain torch on (B, n, d) tensors with padding.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -163,10 +165,11 @@ def ref_score_mse(s, t, mask, heads):
     return torch.cat(values).mean()
 
 
+@pytest.mark.parametrize("kernel", ["scores", "fused"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_tinybert_sums_attention_and_hidden_losses_over_layers_by_default(reduction):
+def test_tinybert_sums_attention_and_hidden_losses_over_layers_by_default(reduction, kernel):
     student = ModelShape(layers=2, hidden=8, heads=2, intermediate=16, vocab_size=11)
-    options = {"projection": "never"} | ({} if reduction == "sum" else {"reduction": "mean"})
+    options = {"projection": "never", "kernel": kernel} | ({} if reduction == "sum" else {"reduction": "mean"})
     step = random_step(student=student)
     loss = build("tinybert", options, student=student)(step)
     s, t = step.student, step.teacher
@@ -206,14 +209,19 @@ def test_tinybert_shares_one_hidden_projection_across_layers_as_the_paper():
     assert len(per_layer.hidden.projections) == 2
 
 
-def test_tinybert_reads_the_models_own_scores_where_the_head_counts_allow():
-    """kernel auto: "scores" when `heads` is both models' head count, else "fused" from Q/K;
-    "scores" with other heads is a problem naming the key, found before any compute."""
-    (auto,) = build("tinybert", {}).objectives
+def test_tinybert_reads_the_models_own_scores_where_their_kernels_hand_them_over():
+    """kernel auto: "scores" when both models run the matmul kernel and `heads` is their head
+    count, else "fused" from Q/K; "scores" with other heads is a problem naming the key."""
+    on_matmul = {"teacher": replace(TEACHER, kernel_scores=True), "student": replace(STUDENT, kernel_scores=True)}
+    (auto,) = build("tinybert", {}, **on_matmul).objectives
     assert auto.kernel == "scores" and {Tap("scores", 1), Tap("scores", 2)} <= auto.student_taps
     assert not any(tap.kind in ("query", "key") for tap in auto.student_taps | auto.teacher_taps)
-    (split,) = build("tinybert", {"heads": 1}).objectives  # one head over the whole width: not the models' own
+    (split,) = build("tinybert", {"heads": 1}, **on_matmul).objectives  # one head over the whole width
     assert split.kernel == "fused" and Tap("query", 1) in split.student_taps
+    (on_sdpa,) = build("tinybert", {}).objectives
+    assert on_sdpa.kernel == "fused"
+    (asked,) = build("tinybert", {"kernel": "scores"}).objectives  # on SDPA too: formed from Q/K by the taps
+    assert asked.kernel == "scores"
     problems = objective_problems(objective_configs([("tinybert", 1.0, {"heads": 1, "kernel": "scores"})]),
                                   teacher=TEACHER, student=STUDENT, teacher_has_lm_head=True)
     assert [(p.key, p.value) for p in problems] == [("objectives.0.kernel", "scores")]

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from tadistill.attention import MATMUL
 from tadistill.errors import ModelError
 
 
@@ -23,6 +24,9 @@ class ModelShape:
     heads: int
     intermediate: int
     vocab_size: int
+    # its attention kernel hands over the scores it computes (tadistill's matmul, `train.attention`),
+    # so a `scores` tap costs no product (tadistill.taps)
+    kernel_scores: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -69,7 +73,8 @@ class ArchAdapter:
 
     def shape(self, config) -> ModelShape:
         layers, hidden, heads, intermediate = (getattr(config, k) for k in self.config_keys)
-        return ModelShape(layers, hidden, heads, intermediate, config.vocab_size)
+        kernel_scores = getattr(config, "_attn_implementation", None) == MATMUL
+        return ModelShape(layers, hidden, heads, intermediate, config.vocab_size, kernel_scores)
 
     def shape_overrides(self, teacher_config, layers: int, hidden: int, heads: int, intermediate: int) -> dict:
         """Config kwargs that give the teacher's config the student's shape."""

@@ -71,7 +71,7 @@ AttentionMaskInterface.register(MATMUL, sdpa_mask)
 
 def reports_scores(model: nn.Module) -> bool:
     """Whether `model` runs the `matmul` kernel, which hands its scores to `listen_to_scores`."""
-    return model.config._attn_implementation == MATMUL
+    return getattr(model.config, "_attn_implementation", None) == MATMUL
 
 
 def listen_to_scores(module: nn.Module, callback: Callable[[Tensor], None]) -> Callable[[], None]:

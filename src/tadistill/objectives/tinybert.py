@@ -116,7 +116,8 @@ class TinyBERTOptions(ObjectiveOptions):
         Q/K), which needs `heads` to be both models' head count; "fused" forms them from Q/K,
         the whole batch with a closed-form backward, its products in the taps' dtype;
         "reference" plain autograd in fp32; "blocked" a sequence at a time on its real tokens
-        in fp32, keeping no (B, A, n, n) tensor. "auto" is "scores" where it applies, else "fused".
+        in fp32, keeping no (B, A, n, n) tensor. "auto" is "scores" where both models run the
+        matmul kernel and `heads` is their head count, else "fused".
     """
 
     mapping: str = "uniform"
@@ -144,9 +145,12 @@ class TinyBERTOptions(ObjectiveOptions):
                         f"and {student.heads} student heads, not heads {heads}; use kernel fused")]
 
     def _resolved_kernel(self, *, teacher: ModelShape, student: ModelShape) -> str:
+        """auto: "scores" where both kernels hand their scores over (elsewhere the taps would form
+        them from Q/K, a little slower than "fused" on a CPU), else "fused"."""
         if self.kernel != "auto":
             return self.kernel
-        return "scores" if (self.heads or teacher.heads) == teacher.heads == student.heads else "fused"
+        own_heads = (self.heads or teacher.heads) == teacher.heads == student.heads
+        return "scores" if own_heads and teacher.kernel_scores and student.kernel_scores else "fused"
 
     def build(self, *, teacher: ModelShape, student: ModelShape) -> TinyBERT:
         return TinyBERT(
