@@ -222,7 +222,8 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
 
     if stop_signal:
         path = save()
-        accelerator.end_training()
+        distiller = optimizer = loader = scheduler = None  # freed before the group goes: see _leave
+        _leave(accelerator)
         raise TrainingStopped(stop_signal, progress["step"], path)
     save()
     out = run_dir / "student"
@@ -253,8 +254,25 @@ def distill(config: RunConfig, run_dir: str | Path, resume: str | None = None, a
         print(f"student saved to {out} after {progress['step']} steps and {progress['tokens']:,} tokens")
     # the ranks leave together, after the main process has written the student
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    distiller = optimizer = loader = scheduler = None  # freed before the group goes: see _leave
+    _leave(accelerator)
     return out
+
+
+def _leave(accelerator: Accelerator) -> None:
+    """Free what `prepare` made (the caller has dropped its own references), then leave the
+    process group.
+
+    In this order because DDP's C++ reducer holds the gloo group: freed after the group has
+    left the registry, it destroys the group itself, and that destructor joins gloo's worker
+    threads while holding the GIL. A worker still freeing a finished collective's tensors
+    (gather_object's, kept alive by the last barrier) needs the GIL for them: both wait
+    forever (seen at the end of a two-process test; pytorch/pytorch#56297). Freed first, the
+    reducer leaves the group to the registry, whose Python object releases the GIL when it
+    destroys the group (pytorch/pytorch#154976).
+    """
+    accelerator.free_memory()  # accelerate's references, then a garbage collection (DDP holds cycles)
+    accelerator.end_training()
 
 
 def _sentence_transformers_layout(config: RunConfig, student_hidden: int) -> Path | None:
