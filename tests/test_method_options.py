@@ -226,3 +226,11 @@ def test_tinybert_reads_the_models_own_scores_where_their_kernels_hand_them_over
                                   teacher=TEACHER, student=STUDENT, teacher_has_lm_head=True)
     assert [(p.key, p.value) for p in problems] == [("objectives.0.kernel", "scores")]
     assert "2 teacher and 2 student heads, not heads 1" in problems[0].message
+
+
+def test_tinybert_on_the_models_scores_with_all_padding_gives_zero_with_a_graph():
+    student = ModelShape(layers=2, hidden=8, heads=2, intermediate=16, vocab_size=11)
+    objectives = build("tinybert", {"projection": "never", "kernel": "scores"}, student=student)
+    loss = objectives(random_step(student=student, mask=torch.zeros_like(MASK))).total
+    assert loss.item() == 0 and loss.requires_grad
+    loss.backward()

@@ -137,3 +137,24 @@ def test_the_tapped_scores_kernel_takes_bf16_scores_and_gives_a_bf16_gradient():
     assert loss.dtype == torch.float32 and torch.allclose(loss, plain, rtol=1e-6)  # the difference is taken in fp32
     (got,), (expected,) = torch.autograd.grad(loss, student), torch.autograd.grad(plain, exact)
     assert got.dtype == torch.bfloat16 and (got.float() - expected).norm() < 2**-7 * expected.norm()
+
+
+@pytest.mark.parametrize("loss_scale", [1.0, 2.0**15, 2.0**16])
+def test_fp16_gradients_are_scaled_in_fp32_at_a_grad_scalers_loss_scales(loss_scale):
+    """fp16 (mixed_precision fp16): 2 / (A x real pairs) underflows and a GradScaler's 2^16
+    overflows in fp16; both kernels scale in fp32 and round the gradient once."""
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(8, 64, 32, generator=g) for _ in range(2))
+    tq, tk = (torch.randn(8, 64, 64, generator=g) for _ in range(2))
+    mask = torch.ones(8, 64)
+    half_q, half_k = (x.half().requires_grad_() for x in (q, k))
+    exact_q, exact_k = (x.half().float().requires_grad_() for x in (q, k))
+    expected = torch.autograd.grad(plain_score_mse(exact_q, exact_k, tq.half().float(), tk.half().float(), mask, 4)
+                                   * loss_scale, exact_q)[0]
+    tapped = tapped_score_mse(scores_of(half_q, half_k, 4), scores_of(tq.half(), tk.half(), 4), mask)
+    fused = losses.attention_score_mse(student_query=half_q, student_key=half_k, teacher_query=tq.half(),
+                                       teacher_key=tk.half(), attention_mask=mask, heads=4, kernel="fused")
+    for loss in (tapped, fused):
+        (got,) = torch.autograd.grad(loss * loss_scale, half_q)
+        assert got.dtype == torch.float16 and torch.isfinite(got).all()
+        assert (got.float() - expected).norm() < 2e-2 * expected.norm()

@@ -157,3 +157,13 @@ def test_on_matmul_a_scores_tap_costs_no_product():
     assert flops([Tap("scores", 2), Tap("scores", 3), Tap("hidden", 3)]) == plain
     set_attention(model, "sdpa")  # no scores to hand over: they are formed from Q/K, which the counter sees
     assert flops([Tap("scores", 2), Tap("hidden", 3)]) == flops([Tap("hidden", 3)]) + 2 * 3 * 4 * 10 * 10 * 16
+
+
+def test_one_module_cannot_hand_its_scores_to_two_captures_at_once():
+    model = tiny_model("bert")
+    set_attention(model, MATMUL)
+    with capture(model, [Tap("scores", 1)]):
+        with pytest.raises(ModelError, match="already being captured"):
+            with capture(model, [Tap("scores", 1)]):
+                pass
+    assert not attention._score_listeners

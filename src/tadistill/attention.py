@@ -50,7 +50,8 @@ def matmul_attention(
     """Softmax(Q K^T * scaling) V over (B, H, n, d) inputs; returns (B, n, H, d) and the probabilities."""
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query * scaling, key.transpose(-1, -2))  # (B, H, n_q, n_k)
-    listener = _score_listeners.get(module)
+    # compiled blocks hold no tap (tadistill.compiling): no lookup, so no guard on the registry
+    listener = None if torch.compiler.is_compiling() else _score_listeners.get(module)
     if listener is not None:
         listener(scores)  # the mask below makes a new tensor: the listener's stays as it is
     if attention_mask is not None:
@@ -77,6 +78,8 @@ def reports_scores(model: nn.Module) -> bool:
 def listen_to_scores(module: nn.Module, callback: Callable[[Tensor], None]) -> Callable[[], None]:
     """Have `matmul_attention` call `callback` with the scores it computes for the attention
     `module`, scaled and before the padding mask, (B, H, n, n); returns what stops it."""
+    if module in _score_listeners:
+        raise ModelError(f"the scores of {type(module).__name__} are already being captured")
     _score_listeners[module] = callback
     return lambda: _score_listeners.pop(module, None)
 

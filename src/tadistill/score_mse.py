@@ -20,7 +20,9 @@ square and the pair mask. The teacher is frozen (no gradient flows to it).
 `tapped_score_mse` ("scores") takes the scores themselves, (B, A, n, n) `scores` taps
 (`tadistill.taps`): on the `matmul` attention kernel the models hand over the scores they
 compute anyway, so the loss forms no product at all, and its gradient joins the student's own
-score gradient before the attention's Q K^T backward, which runs once for both.
+score gradient before the attention's Q K^T backward, which runs once for both. The price is
+memory: each mapped layer's (B, A, n, n) scores stay alive until the loss has run (the Q/K
+they replace are (B, n, 2 d), the same at 12 heads x 128 tokens x 768, smaller at longer n).
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ class _FusedScoreMSE(torch.autograd.Function):
         student_query, student_key, difference = ctx.saved_tensors
         key_heads, query_heads = _heads(student_key, ctx.heads), _heads(student_query, ctx.heads)  # (B, A, n, d_S)
         # c dL/dD = c 2 D / denominator; the scalar goes on the (B, A, n, d_S) products, not on D
-        scale = (2 * grad_output / (ctx.denominator * math.sqrt(query_heads.shape[-1]))).to(difference.dtype)
-        grad_query = _merge((difference @ key_heads).mul_(scale))
-        grad_key = _merge((difference.transpose(-1, -2) @ query_heads).mul_(scale))
+        # scaled in fp32, rounded once: in fp16 the scalar alone can underflow (~1e-7 at 32 x 128)
+        scale = 2 * grad_output.float() / (ctx.denominator * math.sqrt(query_heads.shape[-1]))
+        grad_query = _merge((difference @ key_heads).float().mul_(scale).to(difference.dtype))
+        grad_key = _merge((difference.transpose(-1, -2) @ query_heads).float().mul_(scale).to(difference.dtype))
         return grad_query, grad_key, None, None, None, None, None
 
 
@@ -149,15 +152,18 @@ class _TappedScoreMSE(torch.autograd.Function):
         difference.mul_(real[:, None, :, None]).mul_(real[:, None, None, :])  # padding pairs out
         flat = difference.view(-1)
         loss = torch.dot(flat, flat) / denominator
-        # dL/dS_S = 2 D / denominator, kept in the scores' dtype: backward only scales it
-        ctx.save_for_backward(difference.mul_(2 / denominator).to(student_scores.dtype))
+        ctx.denominator = denominator
+        # D in the scores' dtype; dL/dS_S = 2 D / denominator is scaled in backward, in fp32: in
+        # fp16 2 / denominator (~3e-7 at 32 x 128) underflows, and a GradScaler's 2^16 overflows
+        ctx.save_for_backward(difference.to(student_scores.dtype))
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None, None
+        (difference,) = ctx.saved_tensors
+        scale = 2 * grad_output.float() / ctx.denominator
+        return difference.float().mul_(scale).to(difference.dtype), None, None, None
 
 
 def tapped_score_mse(student_scores: Tensor, teacher_scores: Tensor, attention_mask: Tensor) -> Tensor:

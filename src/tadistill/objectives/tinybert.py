@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from tadistill.arch import ModelShape
-from tadistill.errors import Problem
+from tadistill.errors import ModelError, Problem
 from tadistill.losses import attention_score_mse
 from tadistill.score_mse import tapped_score_mse
 from tadistill.mapping import LayerMap, layer_map
@@ -52,7 +52,7 @@ class TinyBERT(Objective):
         teacher_width: int,
         projection_mode: str,
         projection_sharing: str,
-        kernel: str = "scores",
+        kernel: str = "fused",
     ):
         widths = {"student_width": student_width, "teacher_width": teacher_width, "projection_mode": projection_mode}
         hidden = HiddenStates(layer_pairs, "mse", reduction=reduction, projection_sharing=projection_sharing, **widths)
@@ -87,6 +87,9 @@ class TinyBERT(Objective):
     def _score_mse(self, step: StepTensors, student_layer: int, teacher_layer: int) -> Tensor:
         if self.kernel == "scores":  # (B, A, n, n) each
             student, teacher = step.student[Tap("scores", student_layer)], step.teacher[Tap("scores", teacher_layer)]
+            if not student.shape[1] == teacher.shape[1] == self.heads:
+                raise ModelError(f"tinybert kernel 'scores' needs {self.heads} heads in both models, got "
+                                 f"{student.shape[1]} (student) and {teacher.shape[1]} (teacher); use kernel fused")
             return tapped_score_mse(student, teacher, step.attention_mask)
         return attention_score_mse(
             student_query=step.student[Tap("query", student_layer)], student_key=step.student[Tap("key", student_layer)],

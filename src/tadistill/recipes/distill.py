@@ -16,6 +16,7 @@ at the same step.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -271,7 +272,8 @@ def _leave(accelerator: Accelerator) -> None:
     reducer leaves the group to the registry, whose Python object releases the GIL when it
     destroys the group (pytorch/pytorch#154976).
     """
-    accelerator.free_memory()  # accelerate's references, then a garbage collection (DDP holds cycles)
+    accelerator.free_memory()  # accelerate's own references
+    gc.collect()  # DDP sits behind reference cycles: collected now, while the group is registered
     accelerator.end_training()
 
 
