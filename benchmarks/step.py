@@ -197,7 +197,7 @@ def measure(objective: str, precision: str, args: argparse.Namespace) -> dict:
 def floor_taps(model: torch.nn.Module, taps: set[Tap]) -> set[Tap]:
     """What a floor reads: a `scores` tap the model's attention kernel does not hand over is
     formed from Q and K by the taps, which is the loss's work; the floor reads Q and K instead."""
-    if reports_scores(model):
+    if reports_scores(model.config):
         return set(taps)
     formed = {tap.layer for tap in taps if tap.kind == "scores"}
     return {tap for tap in taps if tap.kind != "scores"} | {Tap(kind, layer) for layer in formed for kind in ("query", "key")}

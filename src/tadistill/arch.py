@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from tadistill.attention import MATMUL
+from tadistill.attention import reports_scores
 from tadistill.errors import ModelError
 
 
@@ -73,8 +73,7 @@ class ArchAdapter:
 
     def shape(self, config) -> ModelShape:
         layers, hidden, heads, intermediate = (getattr(config, k) for k in self.config_keys)
-        kernel_scores = getattr(config, "_attn_implementation", None) == MATMUL
-        return ModelShape(layers, hidden, heads, intermediate, config.vocab_size, kernel_scores)
+        return ModelShape(layers, hidden, heads, intermediate, config.vocab_size, reports_scores(config))
 
     def shape_overrides(self, teacher_config, layers: int, hidden: int, heads: int, intermediate: int) -> dict:
         """Config kwargs that give the teacher's config the student's shape."""

@@ -70,9 +70,9 @@ AttentionInterface.register(MATMUL, matmul_attention)
 AttentionMaskInterface.register(MATMUL, sdpa_mask)
 
 
-def reports_scores(model: nn.Module) -> bool:
-    """Whether `model` runs the `matmul` kernel, which hands its scores to `listen_to_scores`."""
-    return getattr(model.config, "_attn_implementation", None) == MATMUL
+def reports_scores(config) -> bool:
+    """Whether a model of `config` runs the `matmul` kernel, which hands its scores to `listen_to_scores`."""
+    return getattr(config, "_attn_implementation", None) == MATMUL
 
 
 def listen_to_scores(module: nn.Module, callback: Callable[[Tensor], None]) -> Callable[[], None]:

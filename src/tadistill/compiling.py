@@ -6,8 +6,9 @@ compiled module that holds a tap would recompile at every step. What is compiled
 therefore every largest submodule of the encoder blocks that contains no tapped module:
 a whole block where nothing is tapped (most of a MiniLMv2 teacher), and inside a tapped
 block its attention output, intermediate and output parts (the FFN, residuals and
-LayerNorms) around the tapped Q/K/V projections (a scores tap holds its whole self-attention back). `nn.Module.compile` works in place, so
-parameter names, checkpoints and the exported student are those of an uncompiled run.
+LayerNorms) around the tapped Q/K/V projections (a scores tap holds its whole self-attention
+back). `nn.Module.compile` works in place, so parameter names, checkpoints and the exported
+student are those of an uncompiled run.
 Compiled dropout draws its own random numbers: a run with compile on is not bitwise the
 run with compile off (each is reproducible on its own).
 """

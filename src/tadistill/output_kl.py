@@ -17,8 +17,9 @@ with lse(x) = max(x) - log max(softmax(x)) read off the softmax itself. The KL's
 kept in the logits' dtype (for bf16 logits it is rounded once more when backward scales it,
 a relative 2^-8 at most), the cross-entropy's in fp32, instead of the student's and the
 teacher's logits, and backward only scales and adds them: recomputing the softmaxes would
-cost as much again (their exponentials are most of the loss's time on a CPU). The cross-entropy is computed on the labelled rows only (15% of the
-rows under MLM masking); finding them synchronises a GPU once. Both losses are means over
+cost as much again (their exponentials are most of the loss's time on a CPU). The
+cross-entropy is computed on the labelled rows only (15% of the rows under MLM masking);
+finding them synchronises a GPU once. Both losses are means over
 their rows (the KL over every row, the cross-entropy over rows whose label is not -100); the
 teacher is frozen. Without grad mode no gradient is formed.
 """

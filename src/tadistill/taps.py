@@ -62,7 +62,7 @@ def projection_scores(query: Tensor, key: Tensor, heads: int) -> Tensor:
 
 
 def _hook_scores(model: nn.Module, adapter: ArchAdapter, tap: Tap, record: Callable, hooks: ExitStack) -> None:
-    if reports_scores(model):  # the kernel hands over the scores it computes anyway
+    if reports_scores(model.config):  # the kernel hands over the scores it computes anyway
         hooks.callback(listen_to_scores(tapped_module(model, adapter, tap), lambda scores: record(tap, scores)))
         return
     heads = adapter.shape(model.config).heads

@@ -11,7 +11,6 @@ from torch import Tensor
 from tadistill.arch import ModelShape
 from tadistill.errors import ModelError, Problem
 from tadistill.losses import attention_score_mse
-from tadistill.score_mse import tapped_score_mse
 from tadistill.mapping import LayerMap, layer_map
 from tadistill.objectives.attention import common_heads_problems
 from tadistill.objectives.base import (
@@ -26,6 +25,7 @@ from tadistill.objectives.base import (
     projection_problems,
 )
 from tadistill.objectives.hidden import HiddenStates
+from tadistill.score_mse import tapped_score_mse
 from tadistill.taps import Tap
 
 
@@ -140,20 +140,23 @@ class TinyBERTOptions(ObjectiveOptions):
             + self._kernel_problems(teacher=teacher, student=student)
         )
 
+    def _on_the_models_heads(self, *, teacher: ModelShape, student: ModelShape) -> bool:
+        """Whether `heads` is both models' head count, as the models' own scores have it."""
+        return (self.heads or teacher.heads) == teacher.heads == student.heads
+
     def _kernel_problems(self, *, teacher: ModelShape, student: ModelShape) -> list[Problem]:
-        heads = self.heads or teacher.heads
-        if self.kernel != "scores" or heads == teacher.heads == student.heads:
+        if self.kernel != "scores" or self._on_the_models_heads(teacher=teacher, student=student):
             return []
         return [Problem("kernel", "scores", f"reads the models' own attention scores, of {teacher.heads} teacher "
-                        f"and {student.heads} student heads, not heads {heads}; use kernel fused")]
+                        f"and {student.heads} student heads, not heads {self.heads or teacher.heads}; use kernel fused")]
 
     def _resolved_kernel(self, *, teacher: ModelShape, student: ModelShape) -> str:
         """auto: "scores" where both kernels hand their scores over (elsewhere the taps would form
         them from Q/K, a little slower than "fused" on a CPU), else "fused"."""
         if self.kernel != "auto":
             return self.kernel
-        own_heads = (self.heads or teacher.heads) == teacher.heads == student.heads
-        return "scores" if own_heads and teacher.kernel_scores and student.kernel_scores else "fused"
+        hand_over = teacher.kernel_scores and student.kernel_scores
+        return "scores" if hand_over and self._on_the_models_heads(teacher=teacher, student=student) else "fused"
 
     def build(self, *, teacher: ModelShape, student: ModelShape) -> TinyBERT:
         return TinyBERT(
